@@ -1,0 +1,152 @@
+// The pybind11 module pyssl._C: tensor views in, kernels out. No libtorch.
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include "masking/masking.h"
+#include "pyssl/common.h"
+#include "pyssl/parallel.h"
+
+#ifndef PYSSL_VERSION
+#define PYSSL_VERSION "unknown"
+#endif
+#ifndef PYSSL_CUDA_ARCHS
+#define PYSSL_CUDA_ARCHS ""
+#endif
+
+namespace py = pybind11;
+using pyssl::DType;
+using pyssl::View;
+
+namespace {
+
+// Converts between floating dtypes with the core's own rounding (tested against torch's).
+void convert(const View& src, const View& dst) {
+  pyssl::check(src.numel() == dst.numel() && src.contiguous() && dst.contiguous(),
+               "convert: expected contiguous views of equal size");
+  const int64_t n = src.numel();
+  pyssl::dispatch_float(src.dtype, [&](auto s) {
+    using S = decltype(s);
+    pyssl::dispatch_float(dst.dtype, [&](auto d) {
+      using Dt = decltype(d);
+      const S* a = src.data<S>();
+      Dt* b = dst.data<Dt>();
+      pyssl::parallel_chunks(n, 1 << 14, [&](int64_t i0, int64_t i1) {
+        for (int64_t i = i0; i < i1; ++i) pyssl::store(b + i, pyssl::load(a + i));
+      });
+    });
+  });
+}
+
+#ifndef PYSSL_WITH_CUDA
+// Without CUDA the cuda:: entry points exist but refuse politely.
+[[noreturn]] void no_cuda() {
+  throw std::runtime_error("pyssl was built without CUDA; rebuild with -DPYSSL_CUDA=ON");
+}
+#endif
+
+}  // namespace
+
+#ifndef PYSSL_WITH_CUDA
+namespace pyssl::masking::cuda {
+void gather_patches(const View&, const View&, int64_t, const View&, uintptr_t) { no_cuda(); }
+void scatter_patches(const View&, const View&, int64_t, const View&, uintptr_t) { no_cuda(); }
+void random_masking(const View&, const View&, int64_t, const View&, const View&, const View&,
+                    const View&, uintptr_t) {
+  no_cuda();
+}
+void restore_masked(const View&, const View&, const View&, const View&, uintptr_t) { no_cuda(); }
+void restore_masked_backward(const View&, const View&, const View&, const View&, uintptr_t) {
+  no_cuda();
+}
+void masked_patch_loss(const View&, const View&, const View&, int64_t, bool, double, const View&,
+                       uintptr_t) {
+  no_cuda();
+}
+void masked_patch_loss_backward(const View&, const View&, const View&, const View&, int64_t,
+                                bool, double, const View&, uintptr_t) {
+  no_cuda();
+}
+}  // namespace pyssl::masking::cuda
+#endif
+
+template <typename M>
+void bind_masking(M& m, const char* name) {
+  namespace ns = pyssl::masking;
+  auto sub = m.def_submodule(name);
+  const bool cpu = std::string(name) == "masking_cpu";
+#define PYSSL_BIND(fn, ...)                                                     \
+  sub.def(#fn, cpu ? &ns::cpu::fn : &ns::cuda::fn, __VA_ARGS__,                 \
+          py::call_guard<py::gil_scoped_release>())
+  PYSSL_BIND(gather_patches, py::arg("imgs"), py::arg("ids"), py::arg("p"), py::arg("out"),
+             py::arg("stream") = 0);
+  PYSSL_BIND(scatter_patches, py::arg("patches"), py::arg("ids"), py::arg("p"), py::arg("out"),
+             py::arg("stream") = 0);
+  PYSSL_BIND(random_masking, py::arg("x"), py::arg("noise"), py::arg("keep"),
+             py::arg("visible"), py::arg("mask"), py::arg("ids_keep"), py::arg("ids_restore"),
+             py::arg("stream") = 0);
+  PYSSL_BIND(restore_masked, py::arg("visible"), py::arg("token"), py::arg("ids_restore"),
+             py::arg("out"), py::arg("stream") = 0);
+  PYSSL_BIND(restore_masked_backward, py::arg("grad_out"), py::arg("ids_restore"),
+             py::arg("grad_visible"), py::arg("grad_token"), py::arg("stream") = 0);
+  PYSSL_BIND(masked_patch_loss, py::arg("pred"), py::arg("imgs"), py::arg("mask"), py::arg("p"),
+             py::arg("norm_pix"), py::arg("eps"), py::arg("loss"), py::arg("stream") = 0);
+  PYSSL_BIND(masked_patch_loss_backward, py::arg("grad_loss"), py::arg("pred"),
+             py::arg("imgs"), py::arg("mask"), py::arg("p"), py::arg("norm_pix"),
+             py::arg("eps"), py::arg("grad_pred"), py::arg("stream") = 0);
+#undef PYSSL_BIND
+}
+
+PYBIND11_MODULE(_C, m) {
+  m.doc() = "pyssl's compiled core: CPU (OpenMP) and CUDA kernels over tensor views";
+  py::register_exception_translator([](std::exception_ptr p) {
+    try {
+      if (p) std::rethrow_exception(p);
+    } catch (const std::invalid_argument& e) {
+      PyErr_SetString(PyExc_ValueError, e.what());
+    }
+  });
+
+  py::enum_<DType>(m, "DType")
+      .value("float32", DType::f32)
+      .value("float16", DType::f16)
+      .value("bfloat16", DType::bf16)
+      .value("float64", DType::f64)
+      .value("int64", DType::i64)
+      .value("int32", DType::i32)
+      .value("uint8", DType::u8)
+      .value("bool", DType::b8);
+
+  py::class_<View>(m, "View")
+      .def(py::init([](uintptr_t ptr, DType dtype, std::vector<int64_t> shape,
+                       std::vector<int64_t> strides) {
+             pyssl::check(shape.size() == strides.size(), "View: shape and strides differ in length");
+             return View{ptr, dtype, std::move(shape), std::move(strides)};
+           }),
+           py::arg("ptr"), py::arg("dtype"), py::arg("shape"), py::arg("strides"))
+      .def(py::init<>())
+      .def_readonly("ptr", &View::ptr)
+      .def_readonly("dtype", &View::dtype)
+      .def_readonly("shape", &View::shape)
+      .def_readonly("strides", &View::strides);
+
+  m.def("num_threads", &pyssl::num_threads, "threads the CPU kernels use");
+  m.def("set_num_threads", &pyssl::set_num_threads, py::arg("n"));
+  m.def("convert", &convert, py::arg("src"), py::arg("dst"),
+        py::call_guard<py::gil_scoped_release>());
+
+#ifdef _OPENMP
+  m.attr("openmp") = true;
+#else
+  m.attr("openmp") = false;
+#endif
+#ifdef PYSSL_WITH_CUDA
+  m.attr("cuda") = true;
+#else
+  m.attr("cuda") = false;
+#endif
+  m.attr("cuda_archs") = PYSSL_CUDA_ARCHS;
+  m.attr("version") = PYSSL_VERSION;
+
+  bind_masking(m, "masking_cpu");
+  bind_masking(m, "masking_cuda");
+}

@@ -1,0 +1,30 @@
+"""pyssl's functional API: torch.library custom ops over the compiled kernels.
+
+Each op validates its arguments, then runs on the backend its tensors' device selects (see
+:func:`explain`): C++ for CPU tensors, Triton for CUDA tensors, CUDA C++ on request, the eager
+reference as a fallback that warns once.
+"""
+
+from pyssl.ops._backend import BACKENDS, Explanation, explain
+from pyssl.ops.masking import (
+    MaskingResult,
+    gather_patches,
+    masked_patch_loss,
+    patchify,
+    random_masking,
+    restore_masked,
+    unpatchify,
+)
+
+__all__ = [
+    "BACKENDS",
+    "Explanation",
+    "MaskingResult",
+    "explain",
+    "gather_patches",
+    "masked_patch_loss",
+    "patchify",
+    "random_masking",
+    "restore_masked",
+    "unpatchify",
+]
