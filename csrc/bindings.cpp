@@ -62,8 +62,8 @@ void masked_patch_loss(const View&, const View&, const View&, int64_t, bool, dou
                        uintptr_t) {
   no_cuda();
 }
-void masked_patch_loss_backward(const View&, const View&, const View&, const View&, int64_t,
-                                bool, double, const View&, uintptr_t) {
+void masked_patch_loss_backward(const View&, const View&, const View&, const View&, int64_t, bool,
+                                double, const View&, uintptr_t) {
   no_cuda();
 }
 }  // namespace pyssl::masking::cuda
@@ -74,25 +74,24 @@ void bind_masking(M& m, const char* name) {
   namespace ns = pyssl::masking;
   auto sub = m.def_submodule(name);
   const bool cpu = std::string(name) == "masking_cpu";
-#define PYSSL_BIND(fn, ...)                                                     \
-  sub.def(#fn, cpu ? &ns::cpu::fn : &ns::cuda::fn, __VA_ARGS__,                 \
+#define PYSSL_BIND(fn, ...)                                     \
+  sub.def(#fn, cpu ? &ns::cpu::fn : &ns::cuda::fn, __VA_ARGS__, \
           py::call_guard<py::gil_scoped_release>())
   PYSSL_BIND(gather_patches, py::arg("imgs"), py::arg("ids"), py::arg("p"), py::arg("out"),
              py::arg("stream") = 0);
   PYSSL_BIND(scatter_patches, py::arg("patches"), py::arg("ids"), py::arg("p"), py::arg("out"),
              py::arg("stream") = 0);
-  PYSSL_BIND(random_masking, py::arg("x"), py::arg("noise"), py::arg("keep"),
-             py::arg("visible"), py::arg("mask"), py::arg("ids_keep"), py::arg("ids_restore"),
-             py::arg("stream") = 0);
+  PYSSL_BIND(random_masking, py::arg("x"), py::arg("noise"), py::arg("keep"), py::arg("visible"),
+             py::arg("mask"), py::arg("ids_keep"), py::arg("ids_restore"), py::arg("stream") = 0);
   PYSSL_BIND(restore_masked, py::arg("visible"), py::arg("token"), py::arg("ids_restore"),
              py::arg("out"), py::arg("stream") = 0);
   PYSSL_BIND(restore_masked_backward, py::arg("grad_out"), py::arg("ids_restore"),
              py::arg("grad_visible"), py::arg("grad_token"), py::arg("stream") = 0);
   PYSSL_BIND(masked_patch_loss, py::arg("pred"), py::arg("imgs"), py::arg("mask"), py::arg("p"),
              py::arg("norm_pix"), py::arg("eps"), py::arg("loss"), py::arg("stream") = 0);
-  PYSSL_BIND(masked_patch_loss_backward, py::arg("grad_loss"), py::arg("pred"),
-             py::arg("imgs"), py::arg("mask"), py::arg("p"), py::arg("norm_pix"),
-             py::arg("eps"), py::arg("grad_pred"), py::arg("stream") = 0);
+  PYSSL_BIND(masked_patch_loss_backward, py::arg("grad_loss"), py::arg("pred"), py::arg("imgs"),
+             py::arg("mask"), py::arg("p"), py::arg("norm_pix"), py::arg("eps"),
+             py::arg("grad_pred"), py::arg("stream") = 0);
 #undef PYSSL_BIND
 }
 
@@ -119,7 +118,8 @@ PYBIND11_MODULE(_C, m) {
   py::class_<View>(m, "View")
       .def(py::init([](uintptr_t ptr, DType dtype, std::vector<int64_t> shape,
                        std::vector<int64_t> strides) {
-             pyssl::check(shape.size() == strides.size(), "View: shape and strides differ in length");
+             pyssl::check(shape.size() == strides.size(),
+                          "View: shape and strides differ in length");
              return View{ptr, dtype, std::move(shape), std::move(strides)};
            }),
            py::arg("ptr"), py::arg("dtype"), py::arg("shape"), py::arg("strides"))

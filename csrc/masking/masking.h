@@ -56,26 +56,28 @@ PYSSL_HD A target_rstd(A sq_dev_sum, int64_t n, A eps) {
 
 // Host entry points. Every view is contiguous; outputs are written whole (no caller zeroing).
 // An absent `ids` (View::none) means the identity (patchify / unpatchify); an absent `token`
-// means a zero mask token. Index values are range-checked before any memory is touched.
-#define PYSSL_MASKING_API(ns)                                                                   \
-  namespace ns {                                                                                \
-  void gather_patches(const View& imgs, const View& ids, int64_t p, const View& out,            \
-                      uintptr_t stream);                                                       \
-  void scatter_patches(const View& patches, const View& ids, int64_t p, const View& out,        \
-                       uintptr_t stream);                                                      \
-  void random_masking(const View& x, const View& noise, int64_t keep, const View& visible,      \
-                      const View& mask, const View& ids_keep, const View& ids_restore,          \
-                      uintptr_t stream);                                                       \
-  void restore_masked(const View& visible, const View& token, const View& ids_restore,          \
-                      const View& out, uintptr_t stream);                                      \
-  void restore_masked_backward(const View& grad_out, const View& ids_restore,                   \
-                               const View& grad_visible, const View& grad_token,               \
-                               uintptr_t stream);                                              \
-  void masked_patch_loss(const View& pred, const View& imgs, const View& mask, int64_t p,       \
-                         bool norm_pix, double eps, const View& loss, uintptr_t stream);       \
-  void masked_patch_loss_backward(const View& grad_loss, const View& pred, const View& imgs,    \
-                                  const View& mask, int64_t p, bool norm_pix, double eps,       \
-                                  const View& grad_pred, uintptr_t stream);                    \
+// means a zero mask token. The CPU range-checks index values before any memory is touched
+// (ValueError); CUDA kernels cannot without a device sync, so they guard every access and
+// write NaN where an index is invalid.
+#define PYSSL_MASKING_API(ns)                                                                \
+  namespace ns {                                                                             \
+  void gather_patches(const View& imgs, const View& ids, int64_t p, const View& out,         \
+                      uintptr_t stream);                                                     \
+  void scatter_patches(const View& patches, const View& ids, int64_t p, const View& out,     \
+                       uintptr_t stream);                                                    \
+  void random_masking(const View& x, const View& noise, int64_t keep, const View& visible,   \
+                      const View& mask, const View& ids_keep, const View& ids_restore,       \
+                      uintptr_t stream);                                                     \
+  void restore_masked(const View& visible, const View& token, const View& ids_restore,       \
+                      const View& out, uintptr_t stream);                                    \
+  void restore_masked_backward(const View& grad_out, const View& ids_restore,                \
+                               const View& grad_visible, const View& grad_token,             \
+                               uintptr_t stream);                                            \
+  void masked_patch_loss(const View& pred, const View& imgs, const View& mask, int64_t p,    \
+                         bool norm_pix, double eps, const View& loss, uintptr_t stream);     \
+  void masked_patch_loss_backward(const View& grad_loss, const View& pred, const View& imgs, \
+                                  const View& mask, int64_t p, bool norm_pix, double eps,    \
+                                  const View& grad_pred, uintptr_t stream);                  \
   }
 
 PYSSL_MASKING_API(cpu)

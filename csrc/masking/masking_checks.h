@@ -37,8 +37,8 @@ inline int64_t check_patches(const View& patches, const char* name, const View& 
     check(ids.size(0) == patches.size(0) && ids.size(1) == patches.size(1),
           "ids: shape does not match the patches' [B, K]");
   } else {
-    check(patches.size(1) == L, std::string(name) + ": expected " + str(L) + " patches, got " +
-                                    str(patches.size(1)));
+    check(patches.size(1) == L,
+          std::string(name) + ": expected " + str(L) + " patches, got " + str(patches.size(1)));
   }
   return patches.size(1);
 }
@@ -60,8 +60,7 @@ inline void check_random_masking(const View& x, const View& noise, int64_t keep,
   check_index_view(ids_keep, "ids_keep", 2);
   check(ids_keep.size(0) == B && ids_keep.size(1) == keep, "ids_keep: expected shape [B, keep]");
   check_index_view(ids_restore, "ids_restore", 2);
-  check(ids_restore.size(0) == B && ids_restore.size(1) == L,
-        "ids_restore: expected shape [B, L]");
+  check(ids_restore.size(0) == B && ids_restore.size(1) == L, "ids_restore: expected shape [B, L]");
 }
 
 inline void check_restore(const View& visible, const View& token, const View& ids_restore,
@@ -82,13 +81,23 @@ inline void check_restore(const View& visible, const View& token, const View& id
   check(out.size(0) == B && out.size(1) == L && out.size(2) == D, "out: expected [B, L, D]");
 }
 
-inline void check_loss(const View& pred, const View& imgs, const View& mask, int64_t p) {
+// Checks the loss inputs and its one-element `scalar` (the loss, or its incoming gradient).
+inline void check_loss(const View& pred, const View& imgs, const View& mask, int64_t p,
+                       const View& scalar, const char* scalar_name) {
   const int64_t L = check_imgs(imgs, p);
   View none;
   check_patches(pred, "pred", none, imgs, p);
   check_view(mask, "mask", 2, false);
   check(mask.dtype == DType::f32, "mask: expected float32 weights");
   check(mask.size(0) == imgs.size(0) && mask.size(1) == L, "mask: expected shape [B, L]");
+  check(scalar.numel() == 1 && scalar.dtype == pred.dtype,
+        std::string(scalar_name) + ": expected one element of pred's dtype");
+}
+
+inline void check_loss_grad(const View& pred, const View& grad_pred) {
+  check_view(grad_pred, "grad_pred", 3, true);
+  check(grad_pred.shape == pred.shape && grad_pred.dtype == pred.dtype,
+        "grad_pred: expected pred's shape and dtype");
 }
 
 }  // namespace pyssl::masking

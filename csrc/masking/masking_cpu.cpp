@@ -16,10 +16,14 @@ template <typename F>
 void dispatch_size(DType t, F&& f) {
   switch (t) {
     case DType::f16:
-    case DType::bf16: return f(uint16_t{});
-    case DType::f32: return f(uint32_t{});
-    case DType::f64: return f(uint64_t{});
-    default: fail(std::string("unsupported dtype ") + dtype_name(t));
+    case DType::bf16:
+      return f(uint16_t{});
+    case DType::f32:
+      return f(uint32_t{});
+    case DType::f64:
+      return f(uint64_t{});
+    default:
+      fail(std::string("unsupported dtype ") + dtype_name(t));
   }
 }
 
@@ -37,8 +41,7 @@ void check_ids_range(const View& ids, int64_t bound, const char* name) {
 // owner[b*n + t] = the unique source s with ids[b, s] == t (or -1 if none); a row where two
 // sources hit one target is flagged in dup[b], and its kernels accumulate in source order.
 // Only ids < n count; larger values are ignored (restore's mask-token positions).
-void build_owners(const View& ids, int64_t n, std::vector<int64_t>& owner,
-                  std::vector<char>& dup) {
+void build_owners(const View& ids, int64_t n, std::vector<int64_t>& owner, std::vector<char>& dup) {
   const int64_t B = ids.size(0), S = ids.size(1);
   owner.assign(static_cast<size_t>(B * n), -1);
   dup.assign(static_cast<size_t>(B), 0);
@@ -111,8 +114,7 @@ void gather_patches(const View& imgs, const View& ids, int64_t p, const View& ou
   });
 }
 
-void scatter_patches(const View& patches, const View& ids, int64_t p, const View& out,
-                     uintptr_t) {
+void scatter_patches(const View& patches, const View& ids, int64_t p, const View& out, uintptr_t) {
   const int64_t K = check_patches(patches, "patches", ids, out, p);
   const int64_t L = check_imgs(out, p);
   const int64_t B = out.size(0), C = out.size(1), H = out.size(2), Wd = out.size(3);
@@ -295,8 +297,7 @@ void visit_target(const T* im, int64_t l, int64_t p, int64_t C, int64_t H, int64
 
 void masked_patch_loss(const View& pred, const View& imgs, const View& mask, int64_t p,
                        bool norm_pix, double eps, const View& loss, uintptr_t) {
-  check_loss(pred, imgs, mask, p);
-  check(loss.numel() == 1 && loss.dtype == pred.dtype, "loss: expected one element of pred's dtype");
+  check_loss(pred, imgs, mask, p, loss, "loss");
   const int64_t L = check_imgs(imgs, p);
   const int64_t B = imgs.size(0), C = imgs.size(1), H = imgs.size(2), Wd = imgs.size(3);
   const int64_t n = p * p * C;
@@ -331,12 +332,8 @@ void masked_patch_loss(const View& pred, const View& imgs, const View& mask, int
 void masked_patch_loss_backward(const View& grad_loss, const View& pred, const View& imgs,
                                 const View& mask, int64_t p, bool norm_pix, double eps,
                                 const View& grad_pred, uintptr_t) {
-  check_loss(pred, imgs, mask, p);
-  check(grad_loss.numel() == 1 && grad_loss.dtype == pred.dtype,
-        "grad_loss: expected one element of pred's dtype");
-  check_view(grad_pred, "grad_pred", 3, true);
-  check(grad_pred.shape == pred.shape && grad_pred.dtype == pred.dtype,
-        "grad_pred: expected pred's shape and dtype");
+  check_loss(pred, imgs, mask, p, grad_loss, "grad_loss");
+  check_loss_grad(pred, grad_pred);
   const int64_t L = check_imgs(imgs, p);
   const int64_t B = imgs.size(0), C = imgs.size(1), H = imgs.size(2), Wd = imgs.size(3);
   const int64_t n = p * p * C;

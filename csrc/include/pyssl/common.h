@@ -21,14 +21,22 @@ enum class DType : int { f32 = 0, f16 = 1, bf16 = 2, f64 = 3, i64 = 4, i32 = 5, 
 
 inline const char* dtype_name(DType t) {
   switch (t) {
-    case DType::f32: return "float32";
-    case DType::f16: return "float16";
-    case DType::bf16: return "bfloat16";
-    case DType::f64: return "float64";
-    case DType::i64: return "int64";
-    case DType::i32: return "int32";
-    case DType::u8: return "uint8";
-    case DType::b8: return "bool";
+    case DType::f32:
+      return "float32";
+    case DType::f16:
+      return "float16";
+    case DType::bf16:
+      return "bfloat16";
+    case DType::f64:
+      return "float64";
+    case DType::i64:
+      return "int64";
+    case DType::i32:
+      return "int32";
+    case DType::u8:
+      return "uint8";
+    case DType::b8:
+      return "bool";
   }
   return "unknown";
 }
@@ -95,9 +103,9 @@ PYSSL_HD half_t to_half(float f) {
   const uint32_t u = float_to_bits(f);
   const uint16_t sign = static_cast<uint16_t>((u >> 16) & 0x8000u);
   const uint32_t a = u & 0x7fffffffu;
-  if (a > 0x7f800000u) return half_t{static_cast<uint16_t>(sign | 0x7e00u)};  // nan
+  if (a > 0x7f800000u) return half_t{static_cast<uint16_t>(sign | 0x7e00u)};   // nan
   if (a >= 0x477ff000u) return half_t{static_cast<uint16_t>(sign | 0x7c00u)};  // overflow -> inf
-  if (a < 0x38800000u) {  // subnormal or zero in fp16
+  if (a < 0x38800000u) {                       // subnormal or zero in fp16
     if (a < 0x33000000u) return half_t{sign};  // rounds to zero
     const uint32_t exp = a >> 23;
     const uint32_t man = (a & 0x7fffffu) | 0x800000u;
@@ -189,19 +197,24 @@ inline void check_index_view(const View& v, const char* name, int64_t ndim) {
 }
 
 inline void check_same_dtype(const View& a, const char* an, const View& b, const char* bn) {
-  check(a.dtype == b.dtype, std::string(bn) + ": dtype " + dtype_name(b.dtype) +
-                                " differs from " + an + "'s " + dtype_name(a.dtype));
+  check(a.dtype == b.dtype, std::string(bn) + ": dtype " + dtype_name(b.dtype) + " differs from " +
+                                an + "'s " + dtype_name(a.dtype));
 }
 
 // Calls f(T{}) with T the storage type of a floating dtype.
 template <typename F>
 decltype(auto) dispatch_float(DType t, F&& f) {
   switch (t) {
-    case DType::f32: return f(float{});
-    case DType::f64: return f(double{});
-    case DType::f16: return f(half_t{});
-    case DType::bf16: return f(bfloat16_t{});
-    default: fail(std::string("unsupported dtype ") + dtype_name(t));
+    case DType::f32:
+      return f(float{});
+    case DType::f64:
+      return f(double{});
+    case DType::f16:
+      return f(half_t{});
+    case DType::bf16:
+      return f(bfloat16_t{});
+    default:
+      fail(std::string("unsupported dtype ") + dtype_name(t));
   }
 }
 

@@ -31,6 +31,13 @@ Launch sizes are plain power-of-two blocks picked from the problem size (every k
 memory-bound single pass over its data, and one block usually covers a whole patch or token
 row), so there is no autotuning; under ``TRITON_INTERPRET=1`` the same blocks run on the CPU.
 Index arithmetic that can exceed 2**31 is done in int64 (program ids are widened first).
+
+Triton 3.9's interpreter (the CPU test path) differs from the compiler in three places, each
+worked around where it occurs without changing the compiled meaning: masks that mix a scalar
+with a vector are built from splatted operands (:func:`_splat`), noise is compared after a cast
+to float32/float64 (the interpreter compares bfloat16 as raw bits), and a boolean becomes a
+float through ``tl.where``. It also rounds float32 to bfloat16 by truncation, where compiled
+Triton rounds to nearest even; the tests allow for that one bfloat16 ulp.
 """
 
 from __future__ import annotations
@@ -38,7 +45,14 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
-from torch.library import wrap_triton
+
+try:
+    from torch.library import wrap_triton  # lets torch.library.triton_op trace the launches
+except ImportError:  # torch < 2.6: plain launches (no triton_op there either)
+
+    def wrap_triton(kernel):  # type: ignore[no-redef]
+        return kernel
+
 
 _FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 
@@ -48,45 +62,54 @@ _FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 
 
 @triton.jit
-def _patch_pixel_offset(l, j, H, W, C: tl.constexpr, P: tl.constexpr):
-    """Offset inside one [C, H, W] image of element ``j`` of patch ``l``, MAE's layout:
-    ``j = (r * P + q) * C + c``, the patch at grid cell ``(l // grid_w, l % grid_w)``."""
+def _splat(x, BLOCK: tl.constexpr):
+    """Scalar ``x`` broadcast to a [BLOCK] vector. Masks mixing a per-program scalar with a
+    vector are built from splatted operands: triton 3.9's interpreter keeps the operand dtype on
+    a scalar comparison, so broadcasting its result gives a non-boolean mask (the compiled path
+    is unaffected and folds the splat)."""
+    return tl.zeros([BLOCK], dtype=x.dtype) + x
+
+
+@triton.jit
+def _patch_pixel_offset(patch, j, H, W, C: tl.constexpr, P: tl.constexpr):
+    """Offset inside one [C, H, W] image of element ``j`` of patch number ``patch``, MAE's
+    layout: ``j = (r * P + q) * C + c``, the patch at grid cell
+    ``(patch // grid_w, patch % grid_w)``."""
     grid_w = W // P
     c = j % C
     q = (j // C) % P
     r = j // (C * P)
-    y = (l // grid_w) * P + r
-    x = (l % grid_w) * P + q
+    y = (patch // grid_w) * P + r
+    x = (patch % grid_w) * P + q
     return (c * H + y) * W + x
 
 
 @triton.jit
 def _patch_norm_stats(
-    img_ptr, l, live, N, H, W, eps, C: tl.constexpr, P: tl.constexpr, NORM_PIX: tl.constexpr,
+    img_ptr, patch, live, N, H, W, eps, C: tl.constexpr, P: tl.constexpr, NORM_PIX: tl.constexpr,
     ACC: tl.constexpr, BLOCK_N: tl.constexpr,
 ):  # fmt: skip
-    """(mean, 1/std) of patch ``l`` for MAE's ``norm_pix_loss`` (unbiased variance, like
+    """(mean, 1/std) of patch ``patch`` for MAE's ``norm_pix_loss`` (unbiased variance, like
     ``Tensor.var``), or (0, 1) without it. Two passes over the patch: the second one reads it
     back from cache, and is stable where sum-of-squares is not."""
-    mean = tl.sum(tl.zeros([BLOCK_N], dtype=ACC), axis=0)
-    rstd = mean + 1.0
-    if NORM_PIX:
-        total = tl.zeros([BLOCK_N], dtype=ACC)
-        for j0 in range(0, N, BLOCK_N):
-            j = j0 + tl.arange(0, BLOCK_N)
-            m = (j < N) & live
-            t = tl.load(img_ptr + _patch_pixel_offset(l, j, H, W, C, P), mask=m, other=0)
-            total += t.to(ACC)
-        mean = tl.sum(total, axis=0) / N
-        sq = tl.zeros([BLOCK_N], dtype=ACC)
-        for j0 in range(0, N, BLOCK_N):
-            j = j0 + tl.arange(0, BLOCK_N)
-            m = (j < N) & live
-            t = tl.load(img_ptr + _patch_pixel_offset(l, j, H, W, C, P), mask=m, other=0)
-            dev = tl.where(m, t.to(ACC) - mean, 0.0)
-            sq += dev * dev
-        var = tl.sum(sq, axis=0) / (N - 1)
-        rstd = 1.0 / tl.sqrt(var + eps)
+    if not NORM_PIX:
+        return tl.cast(0.0, ACC), tl.cast(1.0, ACC)  # typed: both returns must agree
+    total = tl.zeros([BLOCK_N], dtype=ACC)
+    for j0 in range(0, N, BLOCK_N):
+        j = j0 + tl.arange(0, BLOCK_N)
+        m = (j < N) & live
+        t = tl.load(img_ptr + _patch_pixel_offset(patch, j, H, W, C, P), mask=m, other=0)
+        total += t.to(ACC)
+    mean = tl.sum(total, axis=0) / N
+    sq = tl.zeros([BLOCK_N], dtype=ACC)
+    for j0 in range(0, N, BLOCK_N):
+        j = j0 + tl.arange(0, BLOCK_N)
+        m = (j < N) & live
+        t = tl.load(img_ptr + _patch_pixel_offset(patch, j, H, W, C, P), mask=m, other=0)
+        dev = tl.where(m, t.to(ACC) - mean, 0.0)
+        sq += dev * dev
+    var = tl.sum(sq, axis=0) / (N - 1)
+    rstd = 1.0 / tl.sqrt(var + eps)
     return mean, rstd
 
 
@@ -105,12 +128,13 @@ def _gather_patches_kernel(
     j = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
     in_row = j < N
     if HAS_IDS:
-        l = tl.load(ids_ptr + row)
+        patch = tl.load(ids_ptr + row)
     else:
-        l = row % K
-    valid = (l >= 0) & (l < L)
-    l = tl.where(valid, l, 0)  # an invalid id never forms an address
-    src = imgs_ptr + b * C * H * W + _patch_pixel_offset(l, j, H, W, C, P)
+        patch = row % K
+    patch_v = _splat(patch, BLOCK_N)
+    valid = (patch_v >= 0) & (patch_v < L)
+    patch = tl.where((patch >= 0) & (patch < L), patch, 0)  # an invalid id forms no address
+    src = imgs_ptr + b * C * H * W + _patch_pixel_offset(patch, j, H, W, C, P)
     v = tl.load(src, mask=in_row & valid, other=0)
     v = tl.where(valid, v, float("nan"))
     tl.store(out_ptr + row * N + j, v, mask=in_row)
@@ -127,7 +151,7 @@ def _scatter_patches_kernel(
     scan also catches invalid ids, which poison the whole image."""
     pos = tl.program_id(0).to(tl.int64)
     b = pos // L
-    l = pos % L
+    patch = pos % L
     j = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
     in_row = j < N
     if HAS_IDS:
@@ -138,22 +162,22 @@ def _scatter_patches_kernel(
             in_k = k < K
             ids = tl.load(ids_ptr + b * K + k, mask=in_k, other=0)
             bad |= (in_k & ((ids < 0) | (ids >= L))).to(tl.int32)
-            hit = in_k & (ids == l)
+            hit = in_k & (ids == patch)
             # only the matching rows are read: a masked-off lane costs no memory traffic
             src = patches_ptr + (b * K + k)[:, None] * N + j[None, :]
             v = tl.load(src, mask=hit[:, None] & in_row[None, :], other=0)
             acc += tl.sum(v.to(ACC), axis=0)
-        val = tl.where(tl.max(bad, axis=0) == 0, acc, float("nan"))
+        val = tl.where(_splat(tl.max(bad, axis=0), BLOCK_N) == 0, acc, float("nan"))
     else:
         val = tl.load(patches_ptr + pos * N + j, mask=in_row, other=0)
-    dst = out_ptr + b * C * H * W + _patch_pixel_offset(l, j, H, W, C, P)
+    dst = out_ptr + b * C * H * W + _patch_pixel_offset(patch, j, H, W, C, P)
     tl.store(dst, val.to(out_ptr.dtype.element_ty), mask=in_row)
 
 
 @triton.jit
 def _stable_rank_kernel(
     noise_ptr, ids_restore_ptr, ids_keep_ptr, mask_ptr, L, keep,
-    BLOCK_I: tl.constexpr, BLOCK_J: tl.constexpr,
+    CMP: tl.constexpr, BLOCK_I: tl.constexpr, BLOCK_J: tl.constexpr,
 ):  # fmt: skip
     """Rank of each noise[b, i] in the order of torch.sort(stable=True): NaN last, ties (and
     NaNs among themselves) broken by index. The rank is the count of j that come before i,
@@ -162,13 +186,15 @@ def _stable_rank_kernel(
     b = tl.program_id(0).to(tl.int64)
     i = tl.program_id(1) * BLOCK_I + tl.arange(0, BLOCK_I)
     in_i = i < L
-    a = tl.load(noise_ptr + b * L + i, mask=in_i, other=0)
+    # compared in float32 (float64 for float64 noise): exact for every input dtype, and the
+    # interpreter compares bfloat16 as raw bits
+    a = tl.load(noise_ptr + b * L + i, mask=in_i, other=0).to(CMP)
     a_nan = a != a
     rank = tl.zeros([BLOCK_I], dtype=tl.int32)
     for j0 in range(0, L, BLOCK_J):
         j = j0 + tl.arange(0, BLOCK_J)
         in_j = j < L
-        z = tl.load(noise_ptr + b * L + j, mask=in_j, other=0)
+        z = tl.load(noise_ptr + b * L + j, mask=in_j, other=0).to(CMP)
         z_nan = z != z
         zj = z[None, :]
         ai = a[:, None]
@@ -181,7 +207,8 @@ def _stable_rank_kernel(
         before = (less | (tie & (j[None, :] < i[:, None]))) & in_j[None, :]
         rank += tl.sum(before.to(tl.int32), axis=1)
     tl.store(ids_restore_ptr + b * L + i, rank.to(tl.int64), mask=in_i)
-    removed = (rank >= keep).to(mask_ptr.dtype.element_ty)
+    # via float32: the interpreter mis-converts a boolean straight to bfloat16
+    removed = tl.where(rank >= keep, 1.0, 0.0).to(mask_ptr.dtype.element_ty)
     tl.store(mask_ptr + b * L + i, removed, mask=in_i)
     tl.store(ids_keep_ptr + b * keep + rank, i.to(tl.int64), mask=in_i & (rank < keep))
 
@@ -199,9 +226,10 @@ def _gather_rows_kernel(
     d = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
     in_d = d < D
     s = tl.load(idx_ptr + row)
-    from_src = (s >= 0) & (s < S)
-    from_token = (s >= S) & (s < T)
-    s = tl.where(from_src, s, 0)  # an invalid id never forms an address
+    sv = _splat(s, BLOCK_D)
+    from_src = (sv >= 0) & (sv < S)
+    from_token = (sv >= S) & (sv < T)
+    s = tl.where((s >= 0) & (s < S), s, 0)  # an invalid id never forms an address
     v = tl.load(src_ptr + (b * S + s) * D + d, mask=in_d & from_src, other=0)
     if HAS_TOKEN:
         t = tl.load(token_ptr + d, mask=in_d & from_token, other=0)
@@ -223,20 +251,23 @@ def _restore_masked_backward_kernel(
     pid = tl.program_id(0).to(tl.int64)
     b = pid // NSLOT
     s = pid % NSLOT
+    # slot s gathers the ids in [lo, hi): {s} for a visible row, [K, L) for the token slot
+    lo = s
+    hi = tl.where(s < K, s + 1, L)
     d = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
     in_d = d < D
     acc = tl.zeros([BLOCK_D], dtype=ACC)
     bad = tl.zeros([BLOCK_L], dtype=tl.int32)
     for l0 in range(0, L, BLOCK_L):
-        l = l0 + tl.arange(0, BLOCK_L)
-        in_l = l < L
-        ids = tl.load(ids_ptr + b * L + l, mask=in_l, other=0)
+        pos = l0 + tl.arange(0, BLOCK_L)  # token positions of sample b
+        in_l = pos < L
+        ids = tl.load(ids_ptr + b * L + pos, mask=in_l, other=0)
         bad |= (in_l & ((ids < 0) | (ids >= L))).to(tl.int32)
-        hit = in_l & tl.where(s < K, ids == s, (ids >= K) & (ids < L))
-        src = grad_out_ptr + (b * L + l)[:, None] * D + d[None, :]
+        hit = in_l & (ids >= lo) & (ids < hi)
+        src = grad_out_ptr + (b * L + pos)[:, None] * D + d[None, :]
         g = tl.load(src, mask=hit[:, None] & in_d[None, :], other=0)
         acc += tl.sum(g.to(ACC), axis=0)
-    acc = tl.where(tl.max(bad, axis=0) == 0, acc, float("nan"))
+    acc = tl.where(_splat(tl.max(bad, axis=0), BLOCK_D) == 0, acc, float("nan"))
     if s < K:
         dst = grad_visible_ptr + (b * K + s) * D + d
         tl.store(dst, acc.to(grad_visible_ptr.dtype.element_ty), mask=in_d)
@@ -267,20 +298,21 @@ def _patch_loss_kernel(
     read straight from imgs (no patchified copy). Kept patches (mask == 0) read nothing."""
     pos = tl.program_id(0).to(tl.int64)
     b = pos // L
-    l = pos % L
+    patch = pos % L
     w = tl.load(mask_ptr + pos).to(ACC)
-    live = w != 0
+    live = _splat(w, BLOCK_N) != 0
     img_ptr = imgs_ptr + b * C * H * W
-    mean, rstd = _patch_norm_stats(img_ptr, l, live, N, H, W, eps, C, P, NORM_PIX, ACC, BLOCK_N)
+    mean, rstd = _patch_norm_stats(img_ptr, patch, live, N, H, W, eps, C, P, NORM_PIX, ACC, BLOCK_N)
     sq = tl.zeros([BLOCK_N], dtype=ACC)
     for j0 in range(0, N, BLOCK_N):
         j = j0 + tl.arange(0, BLOCK_N)
         m = (j < N) & live
-        t = tl.load(img_ptr + _patch_pixel_offset(l, j, H, W, C, P), mask=m, other=0)
+        t = tl.load(img_ptr + _patch_pixel_offset(patch, j, H, W, C, P), mask=m, other=0)
         x = tl.load(pred_ptr + pos * N + j, mask=m, other=0)
         e = tl.where(m, x.to(ACC) - (t.to(ACC) - mean) * rstd, 0.0)
         sq += e * e
-    tl.store(per_patch_ptr + pos, tl.where(live, w * (tl.sum(sq, axis=0) / N), 0.0))
+    # a kept patch read nothing, so its sum is 0 and w * 0 == 0
+    tl.store(per_patch_ptr + pos, w * (tl.sum(sq, axis=0) / N))
 
 
 @triton.jit
@@ -321,17 +353,17 @@ def _patch_loss_backward_kernel(
     reads) where mask == 0. Program (b*L + l) walks its patch in blocks."""
     pos = tl.program_id(0).to(tl.int64)
     b = pos // L
-    l = pos % L
+    patch = pos % L
     w = tl.load(mask_ptr + pos).to(ACC)
-    live = w != 0
+    live = _splat(w, BLOCK_N) != 0
     coef = tl.load(scale_ptr) * w
     img_ptr = imgs_ptr + b * C * H * W
-    mean, rstd = _patch_norm_stats(img_ptr, l, live, N, H, W, eps, C, P, NORM_PIX, ACC, BLOCK_N)
+    mean, rstd = _patch_norm_stats(img_ptr, patch, live, N, H, W, eps, C, P, NORM_PIX, ACC, BLOCK_N)
     for j0 in range(0, N, BLOCK_N):
         j = j0 + tl.arange(0, BLOCK_N)
         in_row = j < N
         m = in_row & live
-        t = tl.load(img_ptr + _patch_pixel_offset(l, j, H, W, C, P), mask=m, other=0)
+        t = tl.load(img_ptr + _patch_pixel_offset(patch, j, H, W, C, P), mask=m, other=0)
         x = tl.load(pred_ptr + pos * N + j, mask=m, other=0)
         g = tl.where(m, coef * (x.to(ACC) - (t.to(ACC) - mean) * rstd), 0.0)
         tl.store(grad_pred_ptr + pos * N + j, g.to(grad_pred_ptr.dtype.element_ty), mask=in_row)
@@ -362,7 +394,10 @@ def _check(ok: bool, msg: str) -> None:
 def _check_tensor(
     name: str, t: torch.Tensor, shape: tuple[int, ...], dtypes: tuple[torch.dtype, ...]
 ) -> None:
-    _check(tuple(t.shape) == tuple(shape), f"{name}: expected shape {tuple(shape)}, got {tuple(t.shape)}")
+    _check(
+        tuple(t.shape) == tuple(shape),
+        f"{name}: expected shape {tuple(shape)}, got {tuple(t.shape)}",
+    )
     _check(t.dtype in dtypes, f"{name}: expected dtype in {dtypes}, got {t.dtype}")
     _check(t.is_contiguous(), f"{name}: expected a contiguous tensor")
 
@@ -457,8 +492,9 @@ def random_masking(
     block_i = _block(length, 64)
     block_j = _block(length, 64)
     wrap_triton(_stable_rank_kernel)[(b, triton.cdiv(length, block_i))](
-        noise, ids_restore, ids_keep, mask, length, keep, BLOCK_I=block_i, BLOCK_J=block_j
-    )
+        noise, ids_restore, ids_keep, mask, length, keep,
+        CMP=_acc(noise.dtype), BLOCK_I=block_i, BLOCK_J=block_j,
+    )  # fmt: skip
     if visible.numel() == 0:
         return
     block_d = _block(d, 1024)

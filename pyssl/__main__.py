@@ -1,0 +1,5 @@
+import sys
+
+from pyssl.cli import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""Compiled-kernel backends of pyssl.ops: Triton (the default GPU backend)."""

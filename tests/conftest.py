@@ -1,0 +1,23 @@
+"""Shared test setup."""
+
+import os
+import shutil
+import sys
+
+# With no GPU, Triton kernels run under the interpreter; the variable must be set before triton
+# (or torch, which may import it) is imported.
+if "TRITON_INTERPRET" not in os.environ and shutil.which("nvidia-smi") is None:
+    os.environ["TRITON_INTERPRET"] = "1"
+
+sys.path.insert(0, os.path.dirname(__file__))  # for `import helpers`
+
+import pyssl  # noqa: E402
+from pyssl.ops import _backend  # noqa: E402
+
+# The tests exist to check the compiled kernels: a missing core is an error, never a skip.
+if _backend._C is None:
+    raise RuntimeError(
+        f"{_backend.CORE_ERROR}; pyssl was imported from {os.path.dirname(pyssl.__file__)}. "
+        "Install it (pip install '.[test]', or pip install -e . for development) and run "
+        "`pytest` (not `python -m pytest`, which puts the unbuilt source tree first)."
+    )

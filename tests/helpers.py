@@ -1,0 +1,23 @@
+"""Test helpers shared by the op families."""
+
+from __future__ import annotations
+
+import torch
+
+
+def low_precision_tol(out: torch.Tensor, eager: torch.Tensor, exact: torch.Tensor) -> None:
+    """Flash-attention's rule: the kernel's error against an fp64 result may be at most about
+    twice the error of the same-dtype eager reference against it (plus a tiny slack for
+    results the eager reference happens to hit exactly)."""
+    exact = exact.double()
+    err = (out.double() - exact).abs().max().item()
+    ref_err = (eager.double() - exact).abs().max().item()
+    slack = 1e-6 * max(1.0, exact.abs().max().item())
+    assert err <= 2 * ref_err + slack, f"error {err:.3g} vs eager reference's {ref_err:.3g}"
+
+
+def poisoned(*shape: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """An output buffer filled with NaN (or -1 for integers) so an unwritten element shows."""
+    if dtype.is_floating_point:
+        return torch.full(shape, float("nan"), dtype=dtype)
+    return torch.full(shape, -1, dtype=dtype)
