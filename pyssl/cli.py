@@ -14,16 +14,23 @@ def info() -> str:
     import pyssl
     from pyssl.ops import _backend
 
-    lines = [f"pyssl {pyssl.__version__} (distribution pyssl-kernels)", f"torch {torch.__version__}"]
+    lines = [
+        f"pyssl {pyssl.__version__} (distribution pyssl-kernels)",
+        f"torch {torch.__version__}",
+    ]
     core = _backend._C
     if core is None:
         lines.append(f"compiled core: MISSING ({_backend.CORE_ERROR})")
     else:
         lines.append("compiled core: pyssl._C")
-        lines.append(f"  CPU kernels: yes (OpenMP {'on' if core.openmp else 'off'}, "
-                     f"{core.num_threads()} threads; torch uses {torch.get_num_threads()})")
+        lines.append(
+            f"  CPU kernels: yes (OpenMP {'on' if core.openmp else 'off'}, "
+            f"{core.num_threads()} threads; torch uses {torch.get_num_threads()})"
+        )
         archs = core.cuda_archs or "-"
-        lines.append(f"  CUDA kernels: {'yes, architectures ' + archs if core.cuda else 'not built'}")
+        lines.append(
+            f"  CUDA kernels: {'yes, architectures ' + archs if core.cuda else 'not built'}"
+        )
     why = _backend.triton_error()
     if why is None:
         import triton
@@ -45,16 +52,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo.add_argument("--mask-ratio", type=float, default=0.75)
     demo.add_argument("--patch-size", type=int, default=16)
     demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument("--image", default="china.jpg",
-                      help="scikit-learn sample image name or a path to an image file")
+    demo.add_argument(
+        "--image",
+        default="china.jpg",
+        help="scikit-learn sample image name or a path to an image file",
+    )
     args = parser.parse_args(argv)
     if args.command == "info":
         print(info())
     elif args.command == "demo":
         from pyssl.demo import mae_demo
 
-        print(mae_demo(args.out, image=args.image, mask_ratio=args.mask_ratio,
-                       patch_size=args.patch_size, seed=args.seed))
+        print(
+            mae_demo(
+                args.out,
+                image=args.image,
+                mask_ratio=args.mask_ratio,
+                patch_size=args.patch_size,
+                seed=args.seed,
+            )
+        )
     return 0
 
 

@@ -21,12 +21,18 @@ def load_image(name: str) -> np.ndarray:
     try:
         from sklearn.datasets import load_sample_image
     except ImportError as exc:
-        raise RuntimeError("the demo needs scikit-learn: pip install 'pyssl-kernels[demo]'") from exc
+        raise RuntimeError(
+            "the demo needs scikit-learn: pip install 'pyssl-kernels[demo]'"
+        ) from exc
     return load_sample_image(name)
 
 
 def mae_demo(
-    out: str, *, image: str = "china.jpg", mask_ratio: float = 0.75, patch_size: int = 16,
+    out: str,
+    *,
+    image: str = "china.jpg",
+    mask_ratio: float = 0.75,
+    patch_size: int = 16,
     seed: int = 0,
 ) -> str:
     """Masks ``image`` as MAE does and writes ``out``: a PNG with the original, the visible
@@ -38,7 +44,13 @@ def mae_demo(
     p = patch_size
     h, w = (rgb.shape[0] // p) * p, (rgb.shape[1] // p) * p
     rgb = rgb[:h, :w]
-    imgs = torch.from_numpy(np.ascontiguousarray(rgb).copy()).permute(2, 0, 1)[None].float().div(255.0).contiguous()
+    imgs = (
+        torch.from_numpy(np.ascontiguousarray(rgb).copy())
+        .permute(2, 0, 1)[None]
+        .float()
+        .div(255.0)
+        .contiguous()
+    )
     g = torch.Generator().manual_seed(seed)
 
     t0 = time.perf_counter()

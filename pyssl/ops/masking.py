@@ -30,7 +30,9 @@ def _check_tensor(t: object, name: str, ndim: int, floating: bool = True) -> Ten
     if t.dim() != ndim:
         raise ValueError(f"{name}: expected {ndim} dimensions, got shape {tuple(t.shape)}")
     if floating and t.dtype not in _FLOATS:
-        raise TypeError(f"{name}: expected a float32/bfloat16/float16/float64 tensor, got {t.dtype}")
+        raise TypeError(
+            f"{name}: expected a float32/bfloat16/float16/float64 tensor, got {t.dtype}"
+        )
     return t
 
 
@@ -62,7 +64,9 @@ def _check_images(imgs: object, patch_size: object) -> Tensor:
     _check_batch(t, "imgs")
     h, w = t.shape[2], t.shape[3]
     if h % patch_size or w % patch_size:
-        raise ValueError(f"imgs: height and width {h}x{w} are not divisible by patch_size {patch_size}")
+        raise ValueError(
+            f"imgs: height and width {h}x{w} are not divisible by patch_size {patch_size}"
+        )
     return t
 
 
@@ -90,7 +94,12 @@ def _gather_patches_fake(imgs: Tensor, ids: Tensor | None, patch_size: int, back
 
 @torch.library.custom_op("pyssl::scatter_patches", mutates_args=())
 def _scatter_patches(
-    patches: Tensor, ids: Tensor | None, patch_size: int, channels: int, height: int, width: int,
+    patches: Tensor,
+    ids: Tensor | None,
+    patch_size: int,
+    channels: int,
+    height: int,
+    width: int,
     backend: str,
 ) -> Tensor:
     patches = patches.contiguous()
@@ -109,7 +118,12 @@ def _scatter_patches(
 
 @_scatter_patches.register_fake
 def _scatter_patches_fake(
-    patches: Tensor, ids: Tensor | None, patch_size: int, channels: int, height: int, width: int,
+    patches: Tensor,
+    ids: Tensor | None,
+    patch_size: int,
+    channels: int,
+    height: int,
+    width: int,
     backend: str,
 ) -> Tensor:
     return patches.new_empty(patches.shape[0], channels, height, width)
@@ -186,12 +200,19 @@ def unpatchify(
     if grid is None:
         side = int(round(length**0.5))
         if side * side != length:
-            raise ValueError(f"x: {length} patches do not form a square grid; pass grid=(rows, cols)")
+            raise ValueError(
+                f"x: {length} patches do not form a square grid; pass grid=(rows, cols)"
+            )
         grid = (side, side)
     if len(grid) != 2 or grid[0] * grid[1] != length:
         raise ValueError(f"grid: {grid} does not hold the {length} patches of x")
     return _scatter_patches(
-        x, None, patch_size, channels, grid[0] * patch_size, grid[1] * patch_size,
+        x,
+        None,
+        patch_size,
+        channels,
+        grid[0] * patch_size,
+        grid[1] * patch_size,
         resolve("unpatchify", x.device, backend),
     )
 
@@ -217,7 +238,9 @@ def gather_patches(
     imgs = _check_images(imgs, patch_size)
     ids_keep = _check_ids(ids_keep, "ids_keep", imgs.shape[0])
     _check_same(imgs, "imgs", ids_keep, "ids_keep", dtype=False)
-    return _gather_patches(imgs, ids_keep, patch_size, resolve("gather_patches", imgs.device, backend))
+    return _gather_patches(
+        imgs, ids_keep, patch_size, resolve("gather_patches", imgs.device, backend)
+    )
 
 
 # ----------------------------------------------------------------------------- random masking
@@ -321,7 +344,9 @@ def random_masking(
         if tuple(noise.shape) != (b, length):
             raise ValueError(f"noise: expected shape {(b, length)}, got {tuple(noise.shape)}")
     keep = int(length * (1 - mask_ratio))
-    return MaskingResult(*_random_masking(x, noise, keep, resolve("random_masking", x.device, backend)))
+    return MaskingResult(
+        *_random_masking(x, noise, keep, resolve("random_masking", x.device, backend))
+    )
 
 
 # ------------------------------------------------------------------------- restore (decoder)
@@ -334,8 +359,9 @@ def _restore_masked(
     visible = visible.contiguous()
     ids_restore = ids_restore.contiguous()
     if backend == "reference":
-        token = mask_token if mask_token is not None else visible.new_zeros(visible.shape[2])
-        return ref.restore_masked(visible, token, ids_restore)
+        zero = visible.new_zeros(visible.shape[2])
+        token_or_zeros = mask_token if mask_token is not None else zero
+        return ref.restore_masked(visible, token_or_zeros, ids_restore)
     out = _restore_masked_fake(visible, mask_token, ids_restore, backend)
     token = mask_token.contiguous() if mask_token is not None else None
     launch("masking", "restore_masked", backend, visible, token, ids_restore, out)
@@ -362,9 +388,16 @@ def _restore_masked_backward(
         removed = (ids_restore >= keep).unsqueeze(-1)
         token = (grad * removed).sum((0, 1)) if with_token else grad.new_empty(0)
         return full[:, :keep].contiguous(), token
-    grad_visible, grad_token = _restore_masked_backward_fake(grad, ids_restore, keep, with_token, backend)
+    grad_visible, grad_token = _restore_masked_backward_fake(
+        grad, ids_restore, keep, with_token, backend
+    )
     launch(
-        "masking", "restore_masked_backward", backend, grad, ids_restore, grad_visible,
+        "masking",
+        "restore_masked_backward",
+        backend,
+        grad,
+        ids_restore,
+        grad_visible,
         grad_token if with_token else None,
     )
     return grad_visible, grad_token
@@ -387,7 +420,9 @@ def _restore_setup(ctx, inputs, output):  # type: ignore[no-untyped-def]
 def _restore_backward(ctx, grad):  # type: ignore[no-untyped-def]
     (ids_restore,) = ctx.saved_tensors
     keep, with_token, backend = ctx.meta
-    grad_visible, grad_token = _restore_masked_backward(grad, ids_restore, keep, with_token, backend)
+    grad_visible, grad_token = _restore_masked_backward(
+        grad, ids_restore, keep, with_token, backend
+    )
     return grad_visible, (grad_token if with_token else None), None, None
 
 
@@ -421,17 +456,21 @@ def restore_masked(
         raise TypeError(f"mask_token: expected a float tensor, got {mask_token.dtype}")
     if mask_token.numel() != visible.shape[2]:
         raise ValueError(
-            f"mask_token: expected {visible.shape[2]} elements (D), got shape {tuple(mask_token.shape)}"
+            f"mask_token: expected {visible.shape[2]} elements (D), "
+            f"got shape {tuple(mask_token.shape)}"
         )
     _check_same(visible, "visible", mask_token, "mask_token", dtype=False)
     ids_restore = _check_ids(ids_restore, "ids_restore", visible.shape[0])
     _check_same(visible, "visible", ids_restore, "ids_restore", dtype=False)
     if ids_restore.shape[1] < visible.shape[1]:
         raise ValueError(
-            f"ids_restore: {ids_restore.shape[1]} positions cannot hold {visible.shape[1]} visible tokens"
+            f"ids_restore: {ids_restore.shape[1]} positions cannot hold "
+            f"{visible.shape[1]} visible tokens"
         )
     token = mask_token.reshape(-1).to(visible.dtype)
-    return _restore_masked(visible, token, ids_restore, resolve("restore_masked", visible.device, backend))
+    return _restore_masked(
+        visible, token, ids_restore, resolve("restore_masked", visible.device, backend)
+    )
 
 
 # ------------------------------------------------------------------------------------- loss
@@ -439,14 +478,21 @@ def restore_masked(
 
 @torch.library.custom_op("pyssl::masked_patch_loss", mutates_args=())
 def _masked_patch_loss(
-    pred: Tensor, imgs: Tensor, mask: Tensor, patch_size: int, norm_pix: bool, eps: float,
+    pred: Tensor,
+    imgs: Tensor,
+    mask: Tensor,
+    patch_size: int,
+    norm_pix: bool,
+    eps: float,
     backend: str,
 ) -> Tensor:
     pred, imgs, mask = pred.contiguous(), imgs.contiguous(), mask.contiguous()
     if backend == "reference":
         return ref.masked_patch_loss(pred, imgs, mask.to(pred.dtype), patch_size, norm_pix, eps)
     loss = pred.new_empty(())
-    launch("masking", "masked_patch_loss", backend, pred, imgs, mask, patch_size, norm_pix, eps, loss)
+    launch(
+        "masking", "masked_patch_loss", backend, pred, imgs, mask, patch_size, norm_pix, eps, loss
+    )
     return loss
 
 
@@ -457,8 +503,14 @@ def _masked_patch_loss_fake(pred, imgs, mask, patch_size, norm_pix, eps, backend
 
 @torch.library.custom_op("pyssl::masked_patch_loss_backward", mutates_args=())
 def _masked_patch_loss_backward(
-    grad: Tensor, pred: Tensor, imgs: Tensor, mask: Tensor, patch_size: int, norm_pix: bool,
-    eps: float, backend: str,
+    grad: Tensor,
+    pred: Tensor,
+    imgs: Tensor,
+    mask: Tensor,
+    patch_size: int,
+    norm_pix: bool,
+    eps: float,
+    backend: str,
 ) -> Tensor:
     pred, imgs, mask = pred.contiguous(), imgs.contiguous(), mask.contiguous()
     if backend == "reference":
@@ -468,8 +520,17 @@ def _masked_patch_loss_backward(
             return torch.autograd.grad(loss, p, grad)[0]
     grad_pred = torch.empty_like(pred)
     launch(
-        "masking", "masked_patch_loss_backward", backend, grad.contiguous(), pred, imgs, mask,
-        patch_size, norm_pix, eps, grad_pred,
+        "masking",
+        "masked_patch_loss_backward",
+        backend,
+        grad.contiguous(),
+        pred,
+        imgs,
+        mask,
+        patch_size,
+        norm_pix,
+        eps,
+        grad_pred,
     )
     return grad_pred
 
@@ -530,7 +591,8 @@ def masked_patch_loss(
     length = (h // patch_size) * (w // patch_size)
     if tuple(pred.shape) != (b, length, patch_size * patch_size * c):
         raise ValueError(
-            f"pred: expected shape {(b, length, patch_size * patch_size * c)}, got {tuple(pred.shape)}"
+            f"pred: expected shape {(b, length, patch_size * patch_size * c)}, "
+            f"got {tuple(pred.shape)}"
         )
     if not isinstance(mask, Tensor):
         raise TypeError(f"mask: expected a torch.Tensor, got {type(mask).__name__}")
@@ -540,6 +602,11 @@ def masked_patch_loss(
     if mask.dtype not in (*_FLOATS, torch.bool):
         raise TypeError(f"mask: expected a bool or float tensor, got {mask.dtype}")
     return _masked_patch_loss(
-        pred, imgs, mask.detach().to(torch.float32), patch_size, bool(norm_pix), float(eps),
+        pred,
+        imgs,
+        mask.detach().to(torch.float32),
+        patch_size,
+        bool(norm_pix),
+        float(eps),
         resolve("masked_patch_loss", pred.device, backend),
     )

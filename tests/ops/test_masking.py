@@ -4,21 +4,26 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import low_precision_tol, poisoned
 
 from pyssl import ops
 from pyssl.losses import MaskedPatchLoss
 from pyssl.masking import RandomMasking
 from pyssl.ops import _backend
 from pyssl.reference import masking as ref
-from helpers import low_precision_tol, poisoned
-
 
 FLOATS = [torch.float32, torch.bfloat16, torch.float16, torch.float64]
 LOW = [torch.bfloat16, torch.float16]
 # (B, C, H, W, p): a batch of one, one channel, non-square images, p=1, a single patch (L=1)
 IMAGE_CASES = [(2, 3, 32, 48, 8), (1, 1, 12, 8, 4), (3, 2, 5, 7, 1), (2, 3, 16, 16, 16)]
 # (B, L, D, ratio): L=1, L=196, D=33, ratios 0 and 0.9
-TOKEN_CASES = [(4, 196, 33, 0.75), (1, 1, 8, 0.0), (3, 196, 64, 0.9), (2, 10, 33, 0.0), (5, 7, 3, 0.5)]
+TOKEN_CASES = [
+    (4, 196, 33, 0.75),
+    (1, 1, 8, 0.0),
+    (3, 196, 64, 0.9),
+    (2, 10, 33, 0.0),
+    (5, 7, 3, 0.5),
+]
 
 
 def gen(seed: int) -> torch.Generator:
@@ -194,11 +199,15 @@ def test_gradcheck_random_masking_and_restore(case):
     g = gen(7)
     x = torch.randn(b, length, d, generator=g, dtype=torch.float64, requires_grad=True)
     noise = torch.rand(b, length, generator=g)
-    assert torch.autograd.gradcheck(lambda a: ops.random_masking(a, ratio, noise=noise).visible, (x,))
+    assert torch.autograd.gradcheck(
+        lambda a: ops.random_masking(a, ratio, noise=noise).visible, (x,)
+    )
     m = ops.random_masking(x.detach(), ratio, noise=noise)
     vis = m.visible.clone().requires_grad_(True)
     tok = torch.randn(d, generator=g, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda v, t: ops.restore_masked(v, t, m.ids_restore), (vis, tok))
+    assert torch.autograd.gradcheck(
+        lambda v, t: ops.restore_masked(v, t, m.ids_restore), (vis, tok)
+    )
 
 
 @pytest.mark.parametrize("dtype", FLOATS)
@@ -264,8 +273,12 @@ def test_cpp_launchers_write_every_output_element():
     full = torch.zeros(2, 24, 48).scatter_add_(1, ids[..., None].expand(-1, -1, 48), out)
     assert torch.equal(back, ref.unpatchify(full, 4, 3, (4, 6)))
     x = torch.randn(2, 24, 5, generator=g)
-    outs = (poisoned(2, 6, 5), poisoned(2, 24), poisoned(2, 6, dtype=torch.int64),
-            poisoned(2, 24, dtype=torch.int64))
+    outs = (
+        poisoned(2, 6, 5),
+        poisoned(2, 24),
+        poisoned(2, 6, dtype=torch.int64),
+        poisoned(2, 24, dtype=torch.int64),
+    )
     noise = torch.rand(2, 24, generator=g)
     _backend.launch("masking", "random_masking", "cpu", x, noise, 6, *outs)
     for a, e in zip(outs, ref.random_masking(x, 0.75, noise)):
@@ -277,8 +290,19 @@ def test_cpp_launchers_write_every_output_element():
     grads = poisoned(2, 24, 48)
     pred = torch.randn(2, 24, 48, generator=g)
     mask = outs[1]
-    _backend.launch("masking", "masked_patch_loss_backward", "cpu", torch.tensor(1.0), pred, imgs,
-                    mask, 4, True, 1e-6, grads)
+    _backend.launch(
+        "masking",
+        "masked_patch_loss_backward",
+        "cpu",
+        torch.tensor(1.0),
+        pred,
+        imgs,
+        mask,
+        4,
+        True,
+        1e-6,
+        grads,
+    )
     assert not grads.isnan().any()
 
 
@@ -291,11 +315,26 @@ def test_core_half_and_bfloat16_rounding_matches_torch():
     fin = ~out.isnan()
     assert torch.equal(out[fin], halves.float()[fin])
     g = gen(12)
-    x = torch.cat([
-        torch.randn(100000, generator=g) * 10.0 ** torch.randint(-9, 6, (100000,), generator=g),
-        torch.tensor([65504.0, 65519.0, 65520.0, 1e-8, 2.0**-25, 2.0**-24, 3 * 2.0**-26, -0.0,
-                      float("inf"), -float("inf"), 3.0e38]),
-    ])
+    x = torch.cat(
+        [
+            torch.randn(100000, generator=g) * 10.0 ** torch.randint(-9, 6, (100000,), generator=g),
+            torch.tensor(
+                [
+                    65504.0,
+                    65519.0,
+                    65520.0,
+                    1e-8,
+                    2.0**-25,
+                    2.0**-24,
+                    3 * 2.0**-26,
+                    -0.0,
+                    float("inf"),
+                    -float("inf"),
+                    3.0e38,
+                ]
+            ),
+        ]
+    )
     for dtype in (torch.float16, torch.bfloat16):
         y = torch.empty(x.shape, dtype=dtype)
         _backend._C.convert(_backend.view(x), _backend.view(y))
@@ -327,8 +366,10 @@ def test_opcheck_every_op():
         (m.restore_masked, (vis, None, restore, "cpu")),
         (m.restore_masked_backward, (x.detach(), restore, 2, True, "cpu")),
         (m.masked_patch_loss, (pred, imgs.detach(), mask, 4, True, 1e-6, "cpu")),
-        (m.masked_patch_loss_backward,
-         (torch.tensor(1.0), pred.detach(), imgs.detach(), mask, 4, True, 1e-6, "cpu")),
+        (
+            m.masked_patch_loss_backward,
+            (torch.tensor(1.0), pred.detach(), imgs.detach(), mask, 4, True, 1e-6, "cpu"),
+        ),
     ]
     for op, args in cases:
         torch.library.opcheck(op, args)
@@ -432,22 +473,59 @@ def test_bad_input_errors_name_the_argument():
         (TypeError, "mask_ratio", lambda: ops.random_masking(x, "0.5")),
         (ValueError, "x: expected 3 dimensions", lambda: ops.random_masking(imgs, 0.5)),
         (ValueError, "x: empty batch", lambda: ops.random_masking(x[:0], 0.5)),
-        (ValueError, "noise: expected shape", lambda: ops.random_masking(x, 0.5, noise=torch.rand(2, 5))),
+        (
+            ValueError,
+            "noise: expected shape",
+            lambda: ops.random_masking(x, 0.5, noise=torch.rand(2, 5)),
+        ),
         (TypeError, "ids_keep: expected int64", lambda: ops.gather_patches(imgs, ids.int(), 4)),
         (ValueError, "ids_keep: batch size", lambda: ops.gather_patches(imgs, ids[:1], 4)),
-        (ValueError, r"ids_keep: index 4 .* out of range \[0, 4\)",
-         lambda: ops.gather_patches(imgs, ids + 4, 4)),
+        (
+            ValueError,
+            r"ids_keep: index 4 .* out of range \[0, 4\)",
+            lambda: ops.gather_patches(imgs, ids + 4, 4),
+        ),
         (ValueError, r"ids_keep: index -1", lambda: ops.gather_patches(imgs, ids - 1, 4)),
-        (ValueError, r"ids_restore: index 4", lambda: ops.restore_masked(x[:, :2], torch.zeros(6), restore + 1)),
-        (TypeError, "ids_restore: expected int64",
-         lambda: ops.restore_masked(x[:, :2], torch.zeros(6), restore.float())),
-        (ValueError, "mask_token: expected 6 elements",
-         lambda: ops.restore_masked(x[:, :2], torch.zeros(5), restore)),
+        (
+            ValueError,
+            r"ids_restore: index 4",
+            lambda: ops.restore_masked(x[:, :2], torch.zeros(6), restore + 1),
+        ),
+        (
+            TypeError,
+            "ids_restore: expected int64",
+            lambda: ops.restore_masked(x[:, :2], torch.zeros(6), restore.float()),
+        ),
+        (
+            ValueError,
+            "mask_token: expected 6 elements",
+            lambda: ops.restore_masked(x[:, :2], torch.zeros(5), restore),
+        ),
         (ValueError, "cannot hold", lambda: ops.restore_masked(x, torch.zeros(6), restore[:, :2])),
-        (TypeError, "pred: dtype", lambda: ops.masked_patch_loss(torch.zeros(2, 4, 48).double(), imgs, torch.ones(2, 4), 4)),
-        (ValueError, "pred: expected shape", lambda: ops.masked_patch_loss(torch.zeros(2, 5, 48), imgs, torch.ones(2, 4), 4)),
-        (ValueError, "mask: expected shape", lambda: ops.masked_patch_loss(torch.zeros(2, 4, 48), imgs, torch.ones(2, 5), 4)),
-        (TypeError, "mask: expected a bool or float", lambda: ops.masked_patch_loss(torch.zeros(2, 4, 48), imgs, torch.ones(2, 4, dtype=torch.int64), 4)),
+        (
+            TypeError,
+            "pred: dtype",
+            lambda: ops.masked_patch_loss(
+                torch.zeros(2, 4, 48).double(), imgs, torch.ones(2, 4), 4
+            ),
+        ),
+        (
+            ValueError,
+            "pred: expected shape",
+            lambda: ops.masked_patch_loss(torch.zeros(2, 5, 48), imgs, torch.ones(2, 4), 4),
+        ),
+        (
+            ValueError,
+            "mask: expected shape",
+            lambda: ops.masked_patch_loss(torch.zeros(2, 4, 48), imgs, torch.ones(2, 5), 4),
+        ),
+        (
+            TypeError,
+            "mask: expected a bool or float",
+            lambda: ops.masked_patch_loss(
+                torch.zeros(2, 4, 48), imgs, torch.ones(2, 4, dtype=torch.int64), 4
+            ),
+        ),
         (ValueError, "x: last dimension", lambda: ops.unpatchify(torch.zeros(2, 4, 47), 4, 3)),
         (ValueError, "square grid", lambda: ops.unpatchify(torch.zeros(2, 6, 48), 4, 3)),
         (ValueError, "grid", lambda: ops.unpatchify(torch.zeros(2, 6, 48), 4, 3, grid=(2, 2))),
@@ -469,13 +547,17 @@ def test_core_checks_its_inputs_itself():
     out = torch.empty(2, 2, 48)
     v = _backend.view
     with pytest.raises(ValueError, match="ids_keep: index 9"):
-        _backend._C.masking_cpu.gather_patches(v(imgs), v(torch.tensor([[0, 9], [1, 2]])), 4, v(out))
+        _backend._C.masking_cpu.gather_patches(
+            v(imgs), v(torch.tensor([[0, 9], [1, 2]])), 4, v(out)
+        )
     with pytest.raises(ValueError, match="not divisible"):
         _backend._C.masking_cpu.gather_patches(v(imgs), v(None), 3, v(out))
     with pytest.raises(ValueError, match="expected a contiguous"):
         _backend._C.masking_cpu.gather_patches(v(imgs.transpose(2, 3)), v(None), 4, v(out))
     with pytest.raises(ValueError, match="ids: expected int64"):
-        _backend._C.masking_cpu.gather_patches(v(imgs), v(torch.zeros(2, 2, dtype=torch.int32)), 4, v(out))
+        _backend._C.masking_cpu.gather_patches(
+            v(imgs), v(torch.zeros(2, 2, dtype=torch.int32)), 4, v(out)
+        )
     with pytest.raises(ValueError, match="keep"):
         _backend._C.masking_cpu.random_masking(
             v(torch.zeros(2, 4, 3)), v(torch.zeros(2, 4)), 5, v(out), v(out), v(out), v(out)
