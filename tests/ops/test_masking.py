@@ -562,3 +562,59 @@ def test_core_checks_its_inputs_itself():
         _backend._C.masking_cpu.random_masking(
             v(torch.zeros(2, 4, 3)), v(torch.zeros(2, 4)), 5, v(out), v(out), v(out), v(out)
         )
+
+
+def test_ops_dispatch_to_triton_kernels_under_the_interpreter():
+    pytest.importorskip("triton")
+    if _backend.unavailable("triton", torch.device("cpu")):
+        pytest.skip("Triton launchers take CPU tensors only under TRITON_INTERPRET=1")
+    g = gen(15)
+    imgs = torch.randn(2, 3, 8, 12, generator=g, requires_grad=True)
+    x = torch.randn(2, 6, 5, generator=g, requires_grad=True)
+    noise = torch.rand(2, 6, generator=g)
+    tok = torch.randn(5, generator=g, requires_grad=True)
+
+    def run(backend):
+        m = ops.random_masking(x, 0.5, noise=noise, backend=backend)
+        rest = ops.restore_masked(m.visible * 3, tok, m.ids_restore, backend=backend)
+        pred = ops.patchify(imgs, 4, backend=backend) * 0.5
+        loss = ops.masked_patch_loss(pred, imgs.detach(), m.mask, 4, backend=backend)
+        kept = ops.gather_patches(imgs, m.ids_keep, 4, backend=backend)
+        back = ops.unpatchify(pred, 4, 3, grid=(2, 3), backend=backend)
+        total = rest.sum() + loss + kept.square().sum() + back.sum()
+        return [*m, rest, loss, kept, back, *torch.autograd.grad(total, (x, tok, imgs))]
+
+    for a, b in zip(run("triton"), run("cpu")):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("backend", ["triton", "cuda"])
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_gpu_backends_match_the_cpu_kernels(backend, dtype):
+    if _backend.unavailable(backend, torch.device("cuda")):
+        pytest.skip(_backend.unavailable(backend, torch.device("cuda")))
+    g = gen(16)
+    imgs = torch.randn(4, 3, 32, 48, generator=g).to(dtype)
+    x = torch.randn(4, 96, 33, generator=g).to(dtype)
+    noise = torch.rand(4, 96, generator=g)
+    tok = torch.randn(33, generator=g).to(dtype)
+    up = torch.randn(4, 96, 33, generator=g).to(dtype)
+
+    def run(device, be):
+        xx = x.to(device).requires_grad_(True)
+        tt = tok.to(device).requires_grad_(True)
+        ii = imgs.to(device).requires_grad_(True)
+        m = ops.random_masking(xx, 0.75, noise=noise.to(device), backend=be)
+        rest = ops.restore_masked(m.visible, tt, m.ids_restore, backend=be)
+        kept = ops.gather_patches(ii, m.ids_keep[:, :12] % 24, 8, backend=be)
+        pred = torch.randn(4, 24, 192, generator=gen(17)).to(dtype).to(device)
+        loss = ops.masked_patch_loss(pred, ii.detach(), m.mask[:, :24], 8, backend=be)
+        total = (rest * up.to(device)).sum() + kept.float().square().sum().to(dtype) + loss
+        grads = torch.autograd.grad(total, (xx, tt, ii))
+        return [t.cpu() for t in (*m, rest, kept, loss, *grads)]
+
+    tol = {"rtol": 2e-2, "atol": 2e-2} if dtype in LOW else {"rtol": 1e-5, "atol": 1e-5}
+    for a, b in zip(run("cuda", backend), run("cpu", "cpu")):
+        torch.testing.assert_close(a, b, **tol)
