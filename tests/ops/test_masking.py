@@ -397,7 +397,8 @@ class TinyMAE(torch.nn.Module):
         return self.loss(self.decoder(full), imgs, mask)
 
 
-def test_compile_fullgraph_mae_step_matches_eager():
+@pytest.mark.parametrize("compile_backend", ["aot_eager", "inductor"])
+def test_compile_fullgraph_mae_step_matches_eager(compile_backend):
     torch._dynamo.reset()
     model = TinyMAE()
     imgs = torch.rand(2, 3, 16, 16)
@@ -406,7 +407,7 @@ def test_compile_fullgraph_mae_step_matches_eager():
     eager.backward()
     want = [p.grad.clone() for p in model.parameters()]
     model.zero_grad()
-    compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
+    compiled = torch.compile(model, fullgraph=True, backend=compile_backend)
     got = compiled(imgs, noise)
     got.backward()
     torch.testing.assert_close(got, eager)
