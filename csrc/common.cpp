@@ -3,6 +3,9 @@
 #ifdef _OPENMP
 #include <omp.h>
 #endif
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
 
 namespace pyssl {
 
@@ -21,6 +24,20 @@ int num_threads() {
 void set_num_threads(int n) {
   check(n >= 1, "num_threads: expected a positive thread count, got " + std::to_string(n));
   g_threads = n;
+}
+
+void advise_huge_pages(const View& out) {
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+  constexpr uintptr_t huge = uintptr_t(1) << 21;
+  const uintptr_t bytes = static_cast<uintptr_t>(out.numel()) * element_size(out.dtype);
+  if (bytes < 2 * huge) return;
+  const uintptr_t begin = (out.ptr + huge - 1) & ~(huge - 1);
+  const uintptr_t end = (out.ptr + bytes) & ~(huge - 1);
+  // Advice only: a failure (no THP support, a range it refuses) changes nothing but speed.
+  if (end > begin) madvise(reinterpret_cast<void*>(begin), end - begin, MADV_HUGEPAGE);
+#else
+  (void)out;
+#endif
 }
 
 }  // namespace pyssl

@@ -102,6 +102,7 @@ void gather_patches(const View& imgs, const View& ids, int64_t p, const View& ou
   if (!ids.none()) check_ids_range(ids, L, "ids_keep");
   const int64_t* idv = ids.none() ? nullptr : ids.data<int64_t>();
   const int64_t n = p * p * C;
+  advise_huge_pages(out);
   dispatch_size(imgs.dtype, [&](auto w) {
     using W = decltype(w);
     W* src = imgs.data<W>();
@@ -118,7 +119,7 @@ void scatter_patches(const View& patches, const View& ids, int64_t p, const View
   const int64_t K = check_patches(patches, "patches", ids, out, p);
   const int64_t L = check_imgs(out, p);
   const int64_t B = out.size(0), C = out.size(1), H = out.size(2), Wd = out.size(3);
-  const int64_t n = p * p * C;
+  const int64_t grid_h = H / p, grid_w = Wd / p, n = p * p * C;
   std::vector<int64_t> owner;
   std::vector<char> dup;
   if (!ids.none()) {
@@ -126,23 +127,42 @@ void scatter_patches(const View& patches, const View& ids, int64_t p, const View
     build_owners(ids, L, owner, dup);
   }
   const int64_t* idv = ids.none() ? nullptr : ids.data<int64_t>();
+  advise_huge_pages(out);
   dispatch_float(out.dtype, [&](auto tag) {
     using T = decltype(tag);
     T* img = out.data<T>();
-    T* rows = patches.data<T>();
-    parallel_for(B * L, [&](int64_t i) {
-      const int64_t b = i / L, l = i % L;
+    const T* rows = patches.data<T>();
+    // One band of p image rows per task, written row by row (contiguous stores); the band's
+    // source patches (grid_w rows of n values) stay in cache meanwhile.
+    parallel_for(B * grid_h, [&](int64_t task) {
+      const int64_t b = task / grid_h, gy = task % grid_h;
       T* im = img + b * C * H * Wd;
-      if (!idv) return move_patch(im, rows + i * n, l, p, C, H, Wd, false);
-      if (!dup[static_cast<size_t>(b)]) {
-        const int64_t k = owner[static_cast<size_t>(i)];
-        if (k >= 0) return move_patch(im, rows + (b * K + k) * n, l, p, C, H, Wd, false);
-        return zero_patch(im, l, p, C, H, Wd);
+      if (idv && dup[static_cast<size_t>(b)]) {
+        // Repeated ids in this row: sum every patch sent here, in order of k (deterministic).
+        for (int64_t gx = 0; gx < grid_w; ++gx) {
+          const int64_t l = gy * grid_w + gx;
+          zero_patch(im, l, p, C, H, Wd);
+          for (int64_t k = 0; k < K; ++k)
+            if (idv[b * K + k] == l) add_patch(im, rows + (b * K + k) * n, l, p, C, H, Wd);
+        }
+        return;
       }
-      // Repeated ids in this row: sum every patch sent here, in order of k (deterministic).
-      zero_patch(im, l, p, C, H, Wd);
-      for (int64_t k = 0; k < K; ++k)
-        if (idv[b * K + k] == l) add_patch(im, rows + (b * K + k) * n, l, p, C, H, Wd);
+      for (int64_t c = 0; c < C; ++c) {
+        for (int64_t r = 0; r < p; ++r) {
+          T* line = im + (c * H + gy * p + r) * Wd;
+          for (int64_t gx = 0; gx < grid_w; ++gx) {
+            const int64_t l = gy * grid_w + gx;
+            const int64_t k = idv ? owner[static_cast<size_t>(b * L + l)] : l;
+            T* dst = line + gx * p;
+            if (k < 0) {
+              std::memset(static_cast<void*>(dst), 0, static_cast<size_t>(p) * sizeof(T));
+              continue;
+            }
+            const T* src = rows + (b * K + k) * n + r * p * C + c;
+            for (int64_t q = 0; q < p; ++q) dst[q] = src[q * C];
+          }
+        }
+      }
     });
   });
 }
@@ -176,6 +196,7 @@ void random_masking(const View& x, const View& noise, int64_t keep, const View& 
       });
     });
   });
+  advise_huge_pages(visible);
   dispatch_size(x.dtype, [&](auto w) {
     using W = decltype(w);
     const W* src = x.data<W>();
@@ -195,6 +216,7 @@ void restore_masked(const View& visible, const View& token, const View& ids_rest
   const int64_t L = ids_restore.size(1);
   check_ids_range(ids_restore, L, "ids_restore");
   const int64_t* rv = ids_restore.data<int64_t>();
+  advise_huge_pages(out);
   dispatch_size(visible.dtype, [&](auto w) {
     using W = decltype(w);
     const W* vis = visible.data<W>();
@@ -224,6 +246,7 @@ void restore_masked_backward(const View& grad_out, const View& ids_restore,
   std::vector<int64_t> owner;
   std::vector<char> dup;
   build_owners(ids_restore, K, owner, dup);
+  advise_huge_pages(grad_visible);
   dispatch_float(grad_out.dtype, [&](auto tag) {
     using T = decltype(tag);
     using A = typename Acc<T>::type;
@@ -266,32 +289,33 @@ void restore_masked_backward(const View& grad_out, const View& ids_restore,
 
 namespace {
 
-// Visits the normalised target of one patch: f(j, target_j) for j in MAE's (r, q, c) order,
-// reading the pixels straight from the image. Two passes over the patch for the statistics
-// when norm_pix (the patch stays in L1), one more to visit.
-template <typename T, typename A, typename F>
-void visit_target(const T* im, int64_t l, int64_t p, int64_t C, int64_t H, int64_t Wd,
-                  bool norm_pix, A eps, F&& f) {
-  const int64_t y0 = (l / (Wd / p)) * p, x0 = (l % (Wd / p)) * p;
-  auto for_pixels = [&](auto&& g) {
-    for (int64_t r = 0; r < p; ++r)
-      for (int64_t c = 0; c < C; ++c) {
-        const T* line = im + (c * H + y0 + r) * Wd + x0;
-        for (int64_t q = 0; q < p; ++q) g((r * p + q) * C + c, A(load(line + q)));
-      }
-  };
-  A mean = 0, rstd = 1;
-  if (norm_pix) {
-    const int64_t n = p * p * C;
-    A sum = 0;
-    for_pixels([&](int64_t, A v) { sum += v; });
-    mean = sum / static_cast<A>(n);
-    A sq = 0;
-    for_pixels([&](int64_t, A v) { sq += (v - mean) * (v - mean); });
-    rstd = target_rstd(sq, n, eps);
-  }
-  for_pixels([&](int64_t j, A v) { f(j, (v - mean) * rstd); });
+// Loads the target of patch l into buf[n] in MAE's (r, q, c) order, normalised by the patch's
+// mean and unbiased variance when norm_pix. Working on a contiguous copy in L1 lets the
+// statistics and the loss loops vectorise.
+template <typename T, typename A>
+void load_target(const T* im, int64_t l, int64_t p, int64_t C, int64_t H, int64_t Wd, bool norm_pix,
+                 A eps, A* buf) {
+  const int64_t y0 = (l / (Wd / p)) * p, x0 = (l % (Wd / p)) * p, n = p * p * C;
+  for (int64_t r = 0; r < p; ++r)
+    for (int64_t c = 0; c < C; ++c) {
+      const T* line = im + (c * H + y0 + r) * Wd + x0;
+      A* dst = buf + r * p * C + c;
+      for (int64_t q = 0; q < p; ++q) dst[q * C] = load(line + q);
+    }
+  if (!norm_pix) return;
+  A sum = 0;
+#pragma omp simd reduction(+ : sum)
+  for (int64_t j = 0; j < n; ++j) sum += buf[j];
+  const A mean = sum / static_cast<A>(n);
+  A sq = 0;
+#pragma omp simd reduction(+ : sq)
+  for (int64_t j = 0; j < n; ++j) sq += (buf[j] - mean) * (buf[j] - mean);
+  const A rstd = target_rstd(sq, n, eps);
+#pragma omp simd
+  for (int64_t j = 0; j < n; ++j) buf[j] = (buf[j] - mean) * rstd;
 }
+
+constexpr int64_t kPatchesPerTask = 8;
 
 }  // namespace
 
@@ -308,17 +332,21 @@ void masked_patch_loss(const View& pred, const View& imgs, const View& mask, int
     const T* pr = pred.data<T>();
     const T* im = imgs.data<T>();
     std::vector<A> per_patch(static_cast<size_t>(B * L), A(0));
-    parallel_for(B * L, [&](int64_t i) {
-      const A m = mk[i];
-      if (m == A(0)) return;
-      const T* row = pr + i * n;
-      A sq = 0;
-      visit_target(im + (i / L) * C * H * Wd, i % L, p, C, H, Wd, norm_pix, A(eps),
-                   [&](int64_t j, A t) {
-                     const A d = A(load(row + j)) - t;
-                     sq += d * d;
-                   });
-      per_patch[static_cast<size_t>(i)] = m * sq / static_cast<A>(n);
+    parallel_chunks(B * L, kPatchesPerTask, [&](int64_t i0, int64_t i1) {
+      std::vector<A> buf(static_cast<size_t>(n));
+      for (int64_t i = i0; i < i1; ++i) {
+        const A m = mk[i];
+        if (m == A(0)) continue;  // removed patches only: the others are never read
+        load_target(im + (i / L) * C * H * Wd, i % L, p, C, H, Wd, norm_pix, A(eps), buf.data());
+        const T* row = pr + i * n;
+        A sq = 0;
+#pragma omp simd reduction(+ : sq)
+        for (int64_t j = 0; j < n; ++j) {
+          const A d = A(load(row + j)) - buf[static_cast<size_t>(j)];
+          sq += d * d;
+        }
+        per_patch[static_cast<size_t>(i)] = m * sq / static_cast<A>(n);
+      }
     });
     A total = 0, weight = 0;  // serial, fixed order: deterministic
     for (int64_t i = 0; i < B * L; ++i) {
@@ -338,6 +366,7 @@ void masked_patch_loss_backward(const View& grad_loss, const View& pred, const V
   const int64_t B = imgs.size(0), C = imgs.size(1), H = imgs.size(2), Wd = imgs.size(3);
   const int64_t n = p * p * C;
   const float* mk = mask.data<float>();
+  advise_huge_pages(grad_pred);
   dispatch_float(pred.dtype, [&](auto tag) {
     using T = decltype(tag);
     using A = typename Acc<T>::type;
@@ -347,17 +376,22 @@ void masked_patch_loss_backward(const View& grad_loss, const View& pred, const V
     const T* pr = pred.data<T>();
     const T* im = imgs.data<T>();
     T* gp = grad_pred.data<T>();
-    parallel_for(B * L, [&](int64_t i) {
-      const A m = mk[i];
-      T* out = gp + i * n;
-      if (m == A(0)) {
-        for (int64_t j = 0; j < n; ++j) store(out + j, A(0));
-        return;
+    parallel_chunks(B * L, kPatchesPerTask, [&](int64_t i0, int64_t i1) {
+      std::vector<A> buf(static_cast<size_t>(n));
+      for (int64_t i = i0; i < i1; ++i) {
+        const A m = mk[i];
+        T* out = gp + i * n;
+        if (m == A(0)) {
+          std::memset(static_cast<void*>(out), 0, static_cast<size_t>(n) * sizeof(T));
+          continue;
+        }
+        load_target(im + (i / L) * C * H * Wd, i % L, p, C, H, Wd, norm_pix, A(eps), buf.data());
+        const T* row = pr + i * n;
+        const A s = scale * m;
+#pragma omp simd
+        for (int64_t j = 0; j < n; ++j)
+          store(out + j, s * (A(load(row + j)) - buf[static_cast<size_t>(j)]));
       }
-      const T* row = pr + i * n;
-      const A s = scale * m;
-      visit_target(im + (i / L) * C * H * Wd, i % L, p, C, H, Wd, norm_pix, A(eps),
-                   [&](int64_t j, A t) { store(out + j, s * (A(load(row + j)) - t)); });
     });
   });
 }
