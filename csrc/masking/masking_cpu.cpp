@@ -102,7 +102,7 @@ void gather_patches(const View& imgs, const View& ids, int64_t p, const View& ou
   if (!ids.none()) check_ids_range(ids, L, "ids_keep");
   const int64_t* idv = ids.none() ? nullptr : ids.data<int64_t>();
   const int64_t n = p * p * C;
-  advise_huge_pages(out);
+  prepare_output(out);
   dispatch_size(imgs.dtype, [&](auto w) {
     using W = decltype(w);
     W* src = imgs.data<W>();
@@ -127,7 +127,7 @@ void scatter_patches(const View& patches, const View& ids, int64_t p, const View
     build_owners(ids, L, owner, dup);
   }
   const int64_t* idv = ids.none() ? nullptr : ids.data<int64_t>();
-  advise_huge_pages(out);
+  prepare_output(out);
   dispatch_float(out.dtype, [&](auto tag) {
     using T = decltype(tag);
     T* img = out.data<T>();
@@ -196,7 +196,7 @@ void random_masking(const View& x, const View& noise, int64_t keep, const View& 
       });
     });
   });
-  advise_huge_pages(visible);
+  prepare_output(visible);
   dispatch_size(x.dtype, [&](auto w) {
     using W = decltype(w);
     const W* src = x.data<W>();
@@ -216,7 +216,7 @@ void restore_masked(const View& visible, const View& token, const View& ids_rest
   const int64_t L = ids_restore.size(1);
   check_ids_range(ids_restore, L, "ids_restore");
   const int64_t* rv = ids_restore.data<int64_t>();
-  advise_huge_pages(out);
+  prepare_output(out);
   dispatch_size(visible.dtype, [&](auto w) {
     using W = decltype(w);
     const W* vis = visible.data<W>();
@@ -246,7 +246,7 @@ void restore_masked_backward(const View& grad_out, const View& ids_restore,
   std::vector<int64_t> owner;
   std::vector<char> dup;
   build_owners(ids_restore, K, owner, dup);
-  advise_huge_pages(grad_visible);
+  prepare_output(grad_visible);
   dispatch_float(grad_out.dtype, [&](auto tag) {
     using T = decltype(tag);
     using A = typename Acc<T>::type;
@@ -366,7 +366,7 @@ void masked_patch_loss_backward(const View& grad_loss, const View& pred, const V
   const int64_t B = imgs.size(0), C = imgs.size(1), H = imgs.size(2), Wd = imgs.size(3);
   const int64_t n = p * p * C;
   const float* mk = mask.data<float>();
-  advise_huge_pages(grad_pred);
+  prepare_output(grad_pred);
   dispatch_float(pred.dtype, [&](auto tag) {
     using T = decltype(tag);
     using A = typename Acc<T>::type;

@@ -234,10 +234,11 @@ inline size_t element_size(DType t) {
   }
 }
 
-// Large outputs are usually fresh allocations whose first touch costs a page fault per 4 KiB;
-// asking for transparent huge pages before writing them makes that one fault per 2 MiB
-// (measured here: 9.2 ms -> 2.1 ms to first-write 38.5 MB). CPU kernels call this on outputs.
-void advise_huge_pages(const View& out);
+// Large outputs are usually fresh allocations whose first touch costs a page fault per 4 KiB.
+// Before writing one, the CPU kernels ask for transparent huge pages and fault the range in with
+// one call (measured here: 9.2 ms -> about 3 ms to first-write 38.5 MB). PYSSL_HUGE_PAGES=0
+// turns this off.
+void prepare_output(const View& out);
 
 // Threads used by the CPU kernels; the Python layer mirrors torch.get_num_threads() here.
 int num_threads();

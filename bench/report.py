@@ -1,0 +1,376 @@
+"""Turns saved pytest-benchmark runs into bench/RESULTS.md.
+
+    python bench/report.py                      # every bench/.results/masking-*.json
+    python bench/report.py run1.json run2.json  # chosen runs
+    python bench/report.py --measure-ceilings   # also measure the ceilings now, standalone
+
+Only runs of the newest run's build of the compiled core are combined (``--all-builds`` mixes
+them), since the kernels change between builds.
+
+Several runs combine entry by entry: the time shown is the median of the runs' medians (each
+run's median is over its rounds), and the per-run medians are listed. The floor of a case is the
+larger of (compulsory bytes / copy bandwidth) and (FLOPs / matmul rate), both ceilings measured
+in the same runs (``test_ceiling_copy``, ``test_ceiling_matmul``); "of floor" is floor time /
+measured time (1.0 = at the ceiling). Ratios are eager / pyssl and compiled / pyssl: above 1,
+pyssl is faster.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import statistics
+import sys
+import time
+from collections import defaultdict
+from typing import Any
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+RESULTS_DIR = os.path.join(HERE, ".results")
+OUT = os.path.join(HERE, "RESULTS.md")
+
+# The issue's targets, on fwd+bwd: (case, minimum speedup over eager, minimum fraction of floor)
+TARGETS = {
+    "random_masking fwd+bwd": (3.0, None),
+    "gather_patches fwd+bwd": (3.0, 1 / 1.5),
+    "masked_patch_loss fwd+bwd": (2.0, None),
+}
+ORDER = [
+    "random_masking fwd+bwd",
+    "random_masking fwd",
+    "gather_patches fwd+bwd",
+    "gather_patches fwd",
+    "masked_patch_loss fwd+bwd",
+    "masked_patch_loss fwd",
+    "patchify fwd",
+]
+IMPLS = ["pyssl", "eager", "compiled"]
+
+
+def load(paths: list[str]) -> list[dict[str, Any]]:
+    runs = []
+    for path in paths:
+        with open(path) as f:
+            run = json.load(f)
+        run["_path"] = path
+        runs.append(run)
+    return runs
+
+
+def combine(runs: list[dict[str, Any]], max_foreign: float | None) -> dict[str, dict[str, Any]]:
+    """name -> {'medians': [per kept run, s], 'median': s, 'extra': extra_info, ...}.
+
+    A run's entry whose timing shared the CPU with other processes (more than ``max_foreign``
+    cores of foreign CPU time, as bench_masking.py records it) is dropped when at least one
+    run of that entry stayed under the threshold; otherwise all are kept and flagged."""
+    raw: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for run in runs:
+        for bench in run["benchmarks"]:
+            raw[bench["name"]].append(bench)
+    out: dict[str, dict[str, Any]] = {}
+    for name, benches in raw.items():
+
+        def foreign(b: dict[str, Any]) -> float:
+            return b.get("extra_info", {}).get("foreign_cpu_cores", 0.0)
+
+        quiet = [b for b in benches if max_foreign is None or foreign(b) <= max_foreign]
+        kept = quiet or benches
+        out[name] = {
+            "medians": [b["stats"]["median"] for b in kept],
+            "rounds": [b["stats"]["rounds"] for b in kept],
+            "iqr": [b["stats"]["iqr"] for b in kept],
+            "foreign": [foreign(b) for b in kept],
+            "firsts": [
+                b["extra_info"]["warmup_first_ms"]
+                for b in kept
+                if "warmup_first_ms" in b.get("extra_info", {})
+            ],
+            "dropped": len(benches) - len(kept),
+            "contended": not quiet,
+            "extra": kept[-1].get("extra_info", {}),
+            "group": kept[-1].get("group"),
+            "median": statistics.median(b["stats"]["median"] for b in kept),
+        }
+    return out
+
+
+def contention(e: dict[str, Any]) -> str:
+    text = " / ".join(f"{x:.2f}" for x in e["foreign"])
+    if e["dropped"]:
+        text += f" ({e['dropped']} contended run(s) left out)"
+    if e["contended"]:
+        text += " **contended**"
+    return text
+
+
+def first_call(e: dict[str, Any]) -> str:
+    """The first warm-up call of the entry (compile time, for compiled entries), per run."""
+    firsts = e.get("firsts") or []
+    return " / ".join(f"{x:.1f}" for x in firsts) if firsts else "-"
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1e3:.2f}"
+
+
+def mb(nbytes: float) -> str:
+    return f"{nbytes / 1e6:.1f} MB"
+
+
+def ceilings_from(entries: dict[str, dict[str, Any]]) -> tuple[float, float, str]:
+    """(bytes/s, FLOP/s, where they came from)."""
+    copy = next((e for e in entries.values() if e["extra"].get("ceiling") == "copy"), None)
+    mm = next((e for e in entries.values() if e["extra"].get("ceiling") == "matmul"), None)
+    if copy and mm:
+        return (
+            copy["extra"]["bytes"] / copy["median"],
+            mm["extra"]["flops"] / mm["median"],
+            "measured in the benchmark runs",
+        )
+    sys.path.insert(0, HERE)
+    import ceilings
+
+    c = ceilings.measure()
+    return c["copy_GBps"] * 1e9, c["matmul_GFLOPps"] * 1e9, "measured now by ceilings.py"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("paths", nargs="*", help="pytest-benchmark JSON files")
+    ap.add_argument(
+        "--measure-ceilings",
+        action="store_true",
+        help="also measure the ceilings standalone now and show them",
+    )
+    ap.add_argument(
+        "--max-foreign",
+        type=float,
+        default=0.25,
+        help="drop an entry's runs during which other processes used more than this "
+        "many cores, when a quieter run of it exists (default 0.25; -1 keeps all)",
+    )
+    ap.add_argument(
+        "--all-builds",
+        action="store_true",
+        help="combine runs of every build of the core (default: only runs of the "
+        "newest run's build, pyssl_core_build in the JSON)",
+    )
+    ap.add_argument("-o", "--out", default=OUT)
+    args = ap.parse_args()
+    paths = args.paths or sorted(glob.glob(os.path.join(RESULTS_DIR, "masking-*.json")))
+    if not paths:
+        sys.exit(f"no runs: give JSON paths or run bench/bench_masking.py first ({RESULTS_DIR})")
+    runs = sorted(load(paths), key=lambda r: r.get("datetime", ""))
+    build = runs[-1]["machine_info"].get("pyssl_core_build")
+    if not args.all_builds:
+        others = [r for r in runs if r["machine_info"].get("pyssl_core_build") != build]
+        runs = [r for r in runs if r["machine_info"].get("pyssl_core_build") == build]
+        for r in others:
+            print(
+                f"left out {r['_path']}: another build of the core "
+                f"({r['machine_info'].get('pyssl_core_build', 'not recorded')}, newest {build})"
+            )
+    max_foreign = None if args.max_foreign < 0 else args.max_foreign
+    entries = combine(runs, max_foreign)
+    bandwidth, flop_rate, ceiling_src = ceilings_from(entries)
+    cached = next((e for e in entries.values() if e["extra"].get("ceiling") == "cached_copy"), None)
+    cached_bw = cached["extra"]["bytes"] / cached["median"] if cached else float("nan")
+    by_group: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
+    for entry in entries.values():
+        ex = entry["extra"]
+        if "impl" in ex:
+            by_group[f"{ex['case']} {ex['mode']}"][ex["impl"]] = entry
+    skips: dict[str, Any] = {}
+    skips_path = os.path.join(RESULTS_DIR, "skips.json")
+    if os.path.exists(skips_path):
+        with open(skips_path) as f:
+            skips = json.load(f)
+
+    m = runs[-1]["machine_info"]
+    lines = [
+        "# Masked-patch benchmarks",
+        "",
+        "Generated by `python bench/report.py` from pytest-benchmark runs of "
+        "`bench/bench_masking.py`; do not edit by hand (notes go in `bench/NOTES.md`).",
+        "",
+    ]
+    lines += [
+        f"- machine: {m.get('cpu', {}).get('brand_raw', m.get('processor', '?'))}, "
+        f"{m.get('os_cpu_count', '?')} cores, {m.get('system', '')} {m.get('release', '')}",
+        f"- torch {m.get('torch', '?')} (CPU), {m.get('torch_threads', '?')} threads "
+        "(torch.set_num_threads(2); pyssl's core follows it); "
+        f"python {m.get('python_version', '?')}",
+        f"- pyssl {m.get('pyssl', '?')} from `{m.get('pyssl_path', '?')}`, compiled core build "
+        f"{m.get('pyssl_core_build', 'not recorded')} (sha256 prefix of the .so; runs of other "
+        "builds are left out unless `--all-builds`)",
+        f"- runs combined: {len(runs)} (time = median over runs of each run's median over rounds; "
+        f"an entry's runs during which other processes used more than {max_foreign} cores "
+        "are left out when a quieter run of it exists)",
+    ]
+    for run in runs:
+        la = run["machine_info"].get("loadavg_at_end", ["?"])
+        lines.append(
+            f"  - `{os.path.relpath(run['_path'], os.path.dirname(HERE))}` "
+            f"({run.get('datetime', '?')[:19]}, 1-min load average at end {la[0]})"
+        )
+    lines += [
+        "",
+        "Shapes: random_masking x [64, 196, 768], ratio 0.75 (K = 49); images "
+        "[64, 3, 224, 224], p = 16 (L = 196, p*p*C = 768); fp32. `fwd+bwd` = forward, then "
+        "`torch.autograd.grad` against a fixed upstream gradient (fresh gradient each call); "
+        "`fwd` = forward under `no_grad`. Each timed call frees what it allocates.",
+        "",
+    ]
+
+    lines += [
+        "## Ceilings",
+        "",
+        f"Source: {ceiling_src}.",
+        "",
+        "| ceiling | median | rate | other CPU (cores) |",
+        "|---|---:|---:|---|",
+    ]
+    for e in entries.values():
+        ex = e["extra"]
+        if ex.get("ceiling") == "copy":
+            lines.append(
+                f"| copy `dst.copy_(src)`, 256 MiB fp32, warm buffers, read+write "
+                f"{mb(ex['bytes'])} | {ms(e['median'])} ms | **{bandwidth / 1e9:.2f} GB/s** "
+                f"| {contention(e)} |"
+            )
+        if ex.get("ceiling") == "cached_copy":
+            lines.append(
+                f"| copy, 32 MiB fp32 (L3-resident; not the floor's rate), read+write "
+                f"{mb(ex['bytes'])} | {ms(e['median'])} ms | {cached_bw / 1e9:.2f} GB/s "
+                f"| {contention(e)} |"
+            )
+        if ex.get("ceiling") == "matmul":
+            lines.append(
+                f"| `torch.mm` 2048x2048 fp32, {ex['flops'] / 1e9:.1f} GFLOP "
+                f"| {ms(e['median'])} ms | **{flop_rate / 1e9:.1f} GFLOP/s** | {contention(e)} |"
+            )
+    if args.measure_ceilings:
+        sys.path.insert(0, HERE)
+        import ceilings
+
+        c = ceilings.measure()
+        lines.append(
+            f"| standalone now (`ceilings.py`, load {c['loadavg_1min']:.2f}) | | "
+            f"{c['copy_GBps']:.2f} GB/s; {c['matmul_GFLOPps']:.1f} GFLOP/s | |"
+        )
+    touch = [e for e in entries.values() if "touch" in e["extra"]]
+    if touch:
+        lines += [
+            "",
+            "First touch: `torch.empty(n).fill_(1)` (fresh memory each call) against "
+            "`buf.fill_(1)` of a warm buffer, same bytes.",
+            "",
+            "| what | median ms | GB/s (write) | other CPU (cores) |",
+            "|---|---:|---:|---|",
+        ]
+        for e in sorted(touch, key=lambda e: e["extra"]["touch"]):
+            ex = e["extra"]
+            lines.append(
+                f"| {ex['touch']} | {ms(e['median'])} | "
+                f"{ex['bytes'] / e['median'] / 1e9:.2f} | {contention(e)} |"
+            )
+
+    lines += [
+        "",
+        "## Targets (fwd+bwd)",
+        "",
+        "| case | target | eager / pyssl | of floor (pyssl) | met |",
+        "|---|---|---:|---:|---|",
+    ]
+    for group, (speedup, frac) in TARGETS.items():
+        impls = by_group.get(group, {})
+        if "pyssl" not in impls or "eager" not in impls:
+            lines.append(f"| {group} | | missing | | no data |")
+            continue
+        t = impls["pyssl"]["median"]
+        ratio = impls["eager"]["median"] / t
+        ex = impls["pyssl"]["extra"]
+        floor = max(ex["bytes"] / bandwidth, ex["flops"] / flop_rate)
+        reached = floor / t
+        target = f">= {speedup:g}x eager" + (
+            f", >= {frac:.2f} of floor (within 1.5x)" if frac else ""
+        )
+        ok = ratio >= speedup and (frac is None or reached >= frac)
+        lines.append(
+            f"| {group} | {target} | {ratio:.2f}x | {reached:.2f} | "
+            f"{'**yes**' if ok else '**no**'} |"
+        )
+
+    lines += ["", "## Cases", ""]
+    for group in ORDER + sorted(set(by_group) - set(ORDER)):
+        impls = by_group.get(group)
+        if not impls:
+            continue
+        ref_entry = next(iter(impls.values()))
+        ex = ref_entry["extra"]
+        t_bytes = ex["bytes"] / bandwidth
+        t_flops = ex["flops"] / flop_rate
+        floor = max(t_bytes, t_flops)
+        lines += [
+            f"### {group}",
+            "",
+            f"Floor **{ms(floor)} ms** = max(bytes {mb(ex['bytes'])} / {bandwidth / 1e9:.2f} GB/s "
+            f"= {ms(t_bytes)} ms, FLOPs {ex['flops'] / 1e6:.0f} M / {flop_rate / 1e9:.0f} GFLOP/s "
+            f"= {ms(t_flops)} ms). Bytes counted: {ex['bytes_counted']}. (At the "
+            f"L3-resident copy rate, {cached_bw / 1e9:.1f} GB/s, the bytes would take "
+            f"{ms(ex['bytes'] / cached_bw)} ms.)",
+            "",
+            "| impl | median ms | IQR ms | per-run medians ms | rounds | time / pyssl "
+            "| of floor | first call ms | other CPU (cores) |",
+            "|---|---:|---:|---|---:|---:|---:|---:|---:|",
+        ]
+        t_pyssl = impls["pyssl"]["median"] if "pyssl" in impls else None
+        for impl in IMPLS:
+            e = impls.get(impl)
+            name = f"{group} / {impl}"
+            if e is None:
+                why = skips.get(name, {}).get("reason", "not in the runs (see the pytest summary)")
+                lines.append(f"| {impl} | skipped: {why} | | | | | | | |")
+                continue
+            ratio = f"{e['median'] / t_pyssl:.2f}x" if t_pyssl else "-"
+            lines.append(
+                f"| {impl} | {ms(e['median'])} | {ms(statistics.median(e['iqr']))} | "
+                f"{' / '.join(ms(x) for x in e['medians'])} | {sum(e['rounds'])} | {ratio} | "
+                f"{floor / e['median']:.2f} | {first_call(e)} | {contention(e)} |"
+            )
+        lines.append("")
+
+    mem = [
+        (g, i, e)
+        for g in ORDER
+        for i, e in by_group.get(g, {}).items()
+        if "peak_alloc_bytes" in e["extra"]
+    ]
+    if mem:
+        lines += [
+            "## Peak memory during one fwd+bwd",
+            "",
+            "Bytes allocated through torch's CPU allocator during one call, beyond the "
+            "inputs (torch.profiler, `profile_memory=True`; running sum of allocations and "
+            "frees, peak). A [64, 196, 768] fp32 tensor is 38.5 MB; the C++ core's own "
+            "O(B*L) scratch (< 0.2 MB) is not seen by the profiler.",
+            "",
+            "| case | impl | peak MB | allocations >= 1 MiB (MB) |",
+            "|---|---|---:|---|",
+        ]
+        for g, i, e in sorted(mem, key=lambda t: (ORDER.index(t[0]), IMPLS.index(t[1]))):
+            ex = e["extra"]
+            big = ", ".join(f"{n / 1e6:.1f}" for n in ex["allocs_over_1MiB"])
+            lines.append(f"| {g} | {i} | {ex['peak_alloc_bytes'] / 1e6:.1f} | {big} |")
+        lines.append("")
+
+    lines.append(f"_Written {time.strftime('%Y-%m-%d %H:%M:%S')}._")
+    with open(args.out, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    print(f"wrote {args.out} from {len(runs)} run(s)")
+
+
+if __name__ == "__main__":
+    main()
