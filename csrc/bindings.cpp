@@ -2,6 +2,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include "contrastive/contrastive.h"
 #include "masking/masking.h"
 #include "pyssl/common.h"
 #include "pyssl/parallel.h"
@@ -95,6 +96,30 @@ void bind_masking(M& m, const char* name) {
 #undef PYSSL_BIND
 }
 
+// The contrastive family: CPU entry points only for now (no CUDA kernels yet).
+template <typename M>
+void bind_contrastive_cpu(M& m) {
+  namespace ns = pyssl::contrastive::cpu;
+  auto sub = m.def_submodule("contrastive_cpu");
+  const auto nogil = py::call_guard<py::gil_scoped_release>();
+  sub.def("lse_forward", &ns::lse_forward, py::arg("q"), py::arg("k"), py::arg("scale"),
+          py::arg("exclude_offset"), py::arg("has_exclude"), py::arg("row_lse"), py::arg("col_lse"),
+          py::arg("stream") = 0, nogil);
+  sub.def("lse_backward", &ns::lse_backward, py::arg("q"), py::arg("k"), py::arg("scale"),
+          py::arg("exclude_offset"), py::arg("has_exclude"), py::arg("row_lse"), py::arg("row_w"),
+          py::arg("row_pos"), py::arg("col_lse"), py::arg("col_w"), py::arg("col_pos"),
+          py::arg("dq"), py::arg("dk"), py::arg("dscale"), py::arg("stream") = 0, nogil);
+  sub.def("sigmoid_forward", &ns::sigmoid_forward, py::arg("q"), py::arg("k"), py::arg("scale"),
+          py::arg("bias"), py::arg("loss"), py::arg("stream") = 0, nogil);
+  sub.def("sigmoid_backward", &ns::sigmoid_backward, py::arg("q"), py::arg("k"), py::arg("scale"),
+          py::arg("bias"), py::arg("grad"), py::arg("dq"), py::arg("dk"), py::arg("dscale"),
+          py::arg("dbias"), py::arg("stream") = 0, nogil);
+  sub.def("set_isa", &ns::set_isa, py::arg("name"),
+          "float32 kernels' instruction set: 'auto', 'portable', 'avx2' or 'avx512' (tests)");
+  sub.def("isa", &ns::isa, "the instruction set the float32 kernels use now");
+  sub.def("vector_math", &ns::vector_math, py::arg("fn"), py::arg("x"), py::arg("out"), nogil);
+}
+
 PYBIND11_MODULE(_C, m) {
   m.doc() = "pyssl's compiled core: CPU (OpenMP) and CUDA kernels over tensor views";
   py::register_exception_translator([](std::exception_ptr p) {
@@ -149,4 +174,5 @@ PYBIND11_MODULE(_C, m) {
 
   bind_masking(m, "masking_cpu");
   bind_masking(m, "masking_cuda");
+  bind_contrastive_cpu(m);
 }

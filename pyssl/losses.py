@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
 from pyssl.ops.masking import masked_patch_loss
@@ -32,3 +33,39 @@ class MaskedPatchLoss(nn.Module):
 
     def extra_repr(self) -> str:
         return f"patch_size={self.patch_size}, norm_pix={self.norm_pix}, eps={self.eps}"
+
+
+class FeatureQueue(nn.Module):
+    """A fixed-size FIFO of detached keys (MoCo v2's negatives queue).
+
+    ``push(keys)`` appends a batch (detached, oldest rows dropped beyond ``size``);
+    ``features()`` returns the stored rows, oldest first, as a ``[<= size, dim]`` tensor to pass
+    as ``queue`` to :func:`pyssl.ops.moco_loss`. The buffer moves with the module (``.to``) and
+    is saved in its state dict.
+    """
+
+    buffer: Tensor
+    count: Tensor
+
+    def __init__(self, size: int, dim: int) -> None:
+        super().__init__()
+        if size < 1 or dim < 1:
+            raise ValueError(f"size and dim: expected positive ints, got {size}, {dim}")
+        self.size, self.dim = size, dim
+        self.register_buffer("buffer", torch.zeros(size, dim))
+        self.register_buffer("count", torch.zeros((), dtype=torch.int64))
+
+    @torch.no_grad()
+    def push(self, keys: Tensor) -> None:
+        if keys.dim() != 2 or keys.shape[1] != self.dim:
+            raise ValueError(f"keys: expected width {self.dim}, got shape {tuple(keys.shape)}")
+        keys = keys.detach().to(self.buffer.dtype)[-self.size :]
+        n = keys.shape[0]
+        self.buffer.copy_(torch.cat([self.buffer[n:], keys]))
+        self.count.add_(n).clamp_(max=self.size)
+
+    def features(self) -> Tensor:
+        return self.buffer[self.size - int(self.count) :]
+
+    def extra_repr(self) -> str:
+        return f"size={self.size}, dim={self.dim}"

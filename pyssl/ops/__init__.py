@@ -6,6 +6,7 @@ reference as a fallback that warns once.
 """
 
 from pyssl.ops._backend import BACKENDS, Explanation, explain
+from pyssl.ops.contrastive import clip_loss, info_nce, moco_loss, nt_xent, siglip_loss
 from pyssl.ops.masking import (
     MaskingResult,
     gather_patches,
@@ -20,7 +21,12 @@ __all__ = [
     "BACKENDS",
     "Explanation",
     "MaskingResult",
+    "clip_loss",
     "explain",
+    "info_nce",
+    "moco_loss",
+    "nt_xent",
+    "siglip_loss",
     "gather_patches",
     "masked_patch_loss",
     "patchify",

@@ -1,0 +1,272 @@
+"""Contrastive losses against the lightly/open_clip-style references: values, gradients,
+registration, memory, bad input."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from helpers import low_precision_tol
+
+from pyssl import ops
+from pyssl.losses import FeatureQueue
+from pyssl.ops import _backend
+from pyssl.ops import contrastive as C
+from pyssl.reference import contrastive as R
+
+LOW = [torch.bfloat16, torch.float16]
+
+
+def gen(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def feats(n: int, d: int, seed: int, dtype=torch.float64, normalize=False) -> torch.Tensor:
+    """Unit-norm rows, or unnormalised rows of norm about 2 (logits up to ~4/temperature: a
+    softmax that is nearly one-hot at temperature 0.05, short of pure saturation; in fp32 at
+    |logits| ~ 1000 the recomputed backward is 2-4x less precise than eager, see
+    bench/NOTES.md)."""
+    x = torch.randn(n, d, generator=gen(seed), dtype=torch.float64)
+    x = torch.nn.functional.normalize(x, dim=1) if normalize else x * (2 / d**0.5)
+    return x.to(dtype).requires_grad_(True)
+
+
+def scalar(v: float, dtype=torch.float64) -> torch.Tensor:
+    return torch.tensor(v, dtype=dtype, requires_grad=True)
+
+
+def loss_cases(n, m, d, seed, dtype, temp):
+    # normalize=True only where the inputs are float32/float64: normalising bf16/fp16 rows
+    # rounds the unit vectors the loss then sees (2^-8 relative), which swamps the kernel's error
+    # against float64 and makes the comparison with eager a coin toss.
+    norm = dtype in (torch.float32, torch.float64)
+    """(name, pyssl loss fn(backend, *inputs), reference fn(*inputs), inputs) for every loss."""
+    q, k = feats(n, d, seed, dtype), feats(m, d, seed + 1, dtype)
+    z2 = feats(n, d, seed + 5, dtype)
+    a, b = feats(n, d, seed + 2, dtype, True), feats(n, d, seed + 3, dtype, True)
+    queue = feats(m, d, seed + 4, dtype, True).detach()
+    ls, lb = scalar(1 / temp), scalar(-2.0)
+    labels = torch.randint(0, m, (n,), generator=gen(seed))
+    return [
+        (
+            "info_nce",
+            lambda be, x, y: C.info_nce(x, y, temperature=temp, backend=be),
+            lambda x, y: R.info_nce(x, y, temperature=temp),
+            (q, k),
+        ),
+        (
+            "info_nce_labels_scale",
+            lambda be, x, y, s: C.info_nce(
+                x, y, logit_scale=s, labels=labels, normalize=norm, reduction="sum", backend=be
+            ),
+            lambda x, y, s: R.info_nce(
+                x, y, logit_scale=s, labels=labels, normalize=norm, reduction="sum"
+            ),
+            (q, k, ls),
+        ),
+        (
+            "info_nce_none",
+            lambda be, x, y: C.info_nce(
+                x, y, temperature=temp, labels=labels, reduction="none", backend=be
+            ),
+            lambda x, y: R.info_nce(x, y, temperature=temp, labels=labels, reduction="none"),
+            (q, k),
+        ),
+        (
+            "nt_xent",
+            lambda be, x, y: C.nt_xent(x, y, temperature=temp, backend=be),
+            lambda x, y: R.nt_xent(x, y, temperature=temp),
+            (q, z2),
+        ),
+        ("clip", lambda be, x, y, s: C.clip_loss(x, y, s, backend=be), R.clip_loss, (a, b, ls)),
+        (
+            "siglip",
+            lambda be, x, y, s, t: C.siglip_loss(x, y, s, t, backend=be),
+            R.siglip_loss,
+            (a, b, ls, lb),
+        ),
+        (
+            "moco",
+            lambda be, x, y: C.moco_loss(x, y, queue.to(x.dtype), temperature=temp, backend=be),
+            lambda x, y: R.moco_loss(x, y, queue.to(x.dtype), temperature=temp),
+            (a, b),
+        ),
+    ]
+
+
+def compare(got, want, inputs, rtol, atol, name):
+    torch.testing.assert_close(got.double(), want.double(), rtol=rtol, atol=atol, msg=name)
+    up = torch.rand(got.shape, generator=gen(99), dtype=torch.float64)
+    g1 = torch.autograd.grad((got.double() * up).sum(), inputs)
+    g2 = torch.autograd.grad((want.double() * up).sum(), inputs)
+    for x, y, t in zip(g1, g2, inputs):
+        assert x.dtype == t.dtype, name
+        torch.testing.assert_close(x.double(), y.double(), rtol=rtol, atol=atol, msg=name)
+
+
+@pytest.mark.parametrize("backend", ["cpu", "reference"])
+@pytest.mark.parametrize("shape", [(7, 9, 33), (1, 1, 1), (16, 16, 128), (5, 40, 3)])
+@pytest.mark.parametrize("temp", [0.05, 0.5, 1.0])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_losses_match_reference_fp64(backend, shape, temp, seed):
+    n, m, d = shape
+    for name, fn, ref, inputs in loss_cases(n, m, d, seed, torch.float64, temp):
+        compare(fn(backend, *inputs), ref(*inputs), inputs, 1e-11, 1e-12, name)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, *LOW])
+@pytest.mark.parametrize("temp", [0.05, 0.5])
+@pytest.mark.parametrize("shape", [(32, 48, 64), (7, 9, 33)])
+def test_losses_fp32_and_low_precision_follow_the_precision(dtype, temp, shape):
+    # Error against float64 on the same rounded inputs: at most ~2x the eager reference's.
+    for name, fn, ref, inputs in loss_cases(*shape, 4, dtype, temp):
+        exact_in = [t.detach().double().requires_grad_(True) for t in inputs]
+        got, eager, exact = fn(None, *inputs), ref(*inputs), ref(*exact_in)
+        assert torch.isfinite(got).all(), name
+        low_precision_tol(got, eager, exact)
+        for g, e, x, t in zip(
+            torch.autograd.grad(got.sum(), inputs),
+            torch.autograd.grad(eager.sum(), inputs),
+            torch.autograd.grad(exact.sum(), exact_in),
+            inputs,
+        ):
+            assert g.dtype == t.dtype, name
+            low_precision_tol(g, e, x)
+
+
+def test_stable_at_temperature_0_01_in_bf16():
+    g = gen(5)
+    z1 = torch.nn.functional.normalize(torch.randn(64, 32, generator=g), dim=1)
+    z2 = (z1 + 0.01 * torch.randn(64, 32, generator=g)).bfloat16().requires_grad_(True)
+    z1 = z1.bfloat16().requires_grad_(True)
+    loss = C.nt_xent(z1, z2, temperature=0.01)
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(z1.grad).all() and torch.isfinite(z2.grad).all()
+    exact = R.nt_xent(z1.detach().double(), z2.detach().double(), temperature=0.01)
+    assert abs(loss.item() - exact.item()) < 0.05 * max(1.0, exact.item())
+
+
+def test_gradcheck_fp64_every_loss():
+    for name, fn, _, inputs in loss_cases(4, 6, 5, 7, torch.float64, 0.3):
+        assert torch.autograd.gradcheck(lambda *a, f=fn: f(None, *a), inputs), name
+
+
+def test_no_quadratic_buffer_in_autograd_graph():
+    # Everything the graph saves is O((N + M) * D): no N x M tensor is kept for the backward.
+    n, d = 512, 16
+    z1, z2 = feats(n, d, 0, torch.float32), feats(n, d, 1, torch.float32)
+    saved = []
+
+    def pack(t):
+        saved.append(t.numel())
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        loss = C.nt_xent(z1, z2)
+    assert max(saved) <= 2 * n * d, max(saved)
+    loss.backward()
+
+
+def test_opcheck_contrastive_ops():
+    q, k = feats(5, 7, 0, torch.float32), feats(6, 7, 1, torch.float32)
+    s = torch.tensor(2.0, requires_grad=True)
+    b = torch.tensor(-1.0, requires_grad=True)
+    m = torch.ops.pyssl
+    for be in ("cpu", "reference"):
+        pos = torch.tensor([1, 0, 3, 2, 4])
+        torch.library.opcheck(m.contrastive_ce, (q, k, s, 0, True, None, None, True, True, be))
+        torch.library.opcheck(m.contrastive_ce, (q, k, s, 0, False, pos, None, True, False, be))
+        torch.library.opcheck(m.contrastive_ce, (q, k[:5], s, 0, False, pos, pos, True, True, be))
+        torch.library.opcheck(m.contrastive_sigmoid, (q, k[:5], s, b, be))
+
+
+def test_compile_fullgraph_simclr_step():
+    torch._dynamo.reset()
+    proj = torch.nn.Sequential(torch.nn.Linear(12, 16), torch.nn.ReLU(), torch.nn.Linear(16, 8))
+    x1, x2 = torch.randn(10, 12, generator=gen(1)), torch.randn(10, 12, generator=gen(2))
+
+    def step(a, b):
+        return ops.nt_xent(proj(a), proj(b), temperature=0.2)
+
+    eager = step(x1, x2)
+    eager.backward()
+    want = [p.grad.clone() for p in proj.parameters()]
+    proj.zero_grad()
+    got = torch.compile(step, fullgraph=True)(x1, x2)
+    got.backward()
+    torch.testing.assert_close(got, eager)
+    for p, w in zip(proj.parameters(), want):
+        torch.testing.assert_close(p.grad, w)
+
+
+def test_feature_queue_is_a_fifo_of_detached_keys():
+    qu = FeatureQueue(5, 3)
+    assert qu.features().shape == (0, 3)
+    k1 = torch.arange(9.0).reshape(3, 3).requires_grad_(True)
+    qu.push(k1)
+    qu.push(torch.full((4, 3), -1.0))
+    f = qu.features()
+    assert f.shape == (5, 3) and not f.requires_grad
+    # the newest 5 rows survive, oldest first dropped
+    assert torch.equal(f, torch.cat([k1.detach()[2:], torch.full((4, 3), -1.0)]).roll(0))
+    with pytest.raises(ValueError, match="keys: expected width 3"):
+        qu.push(torch.zeros(2, 4))
+
+
+def test_bad_input_errors_name_the_argument():
+    q, k = torch.randn(4, 8), torch.randn(6, 8)
+    s = torch.tensor(2.0)
+    cases = [
+        (ValueError, "key: feature dimension 7", lambda: ops.info_nce(q, torch.randn(6, 7))),
+        (ValueError, "needs M >= N", lambda: ops.info_nce(q, k[:3])),
+        (
+            ValueError,
+            r"labels: values must lie in \[0, 6\)",
+            lambda: ops.info_nce(q, k, labels=torch.tensor([0, 1, 2, 6])),
+        ),
+        (TypeError, "labels: expected an int64", lambda: ops.info_nce(q, k, labels=torch.zeros(4))),
+        (ValueError, "temperature", lambda: ops.info_nce(q, k, temperature=0.0)),
+        (ValueError, "temperature", lambda: ops.nt_xent(q, q, temperature=-1.0)),
+        (
+            ValueError,
+            "logit_scale: expected a positive",
+            lambda: ops.clip_loss(q, q, torch.tensor(-1.0)),
+        ),
+        (ValueError, "logit_scale: expected a scalar", lambda: ops.clip_loss(q, q, torch.ones(2))),
+        (
+            TypeError,
+            "logit_scale: expected a scalar torch.Tensor",
+            lambda: ops.clip_loss(q, q, 2.0),
+        ),
+        (
+            ValueError,
+            "logit_scale: expected a scalar",
+            lambda: ops.info_nce(q, k, logit_scale=torch.ones(3)),
+        ),
+        (TypeError, "text: dtype", lambda: ops.clip_loss(q, q.double(), s)),
+        (ValueError, "text: 3 rows", lambda: ops.clip_loss(q, q[:3], s)),
+        (ValueError, "query: empty batch", lambda: ops.info_nce(q[:0], k)),
+        (ValueError, "z2: on meta", lambda: ops.nt_xent(q, q.to("meta"))),
+        (ValueError, "queue: width 5", lambda: ops.moco_loss(q, q, torch.randn(10, 5))),
+        (
+            ValueError,
+            "logit_bias: expected a scalar",
+            lambda: ops.siglip_loss(q, q, s, torch.ones(2)),
+        ),
+        (ValueError, "reduction", lambda: ops.info_nce(q, k, reduction="max")),
+        (TypeError, "query: expected a float", lambda: ops.info_nce(q.long(), k.long())),
+        (ValueError, "query: expected a", lambda: ops.info_nce(q[0], k)),
+    ]
+    for exc, pattern, call in cases:
+        with pytest.raises(exc, match=pattern):
+            call()
+
+
+def test_core_checks_its_inputs_itself():
+    if not hasattr(_backend._C, "contrastive_cpu"):
+        pytest.fail("the CPU contrastive kernels are not built")
+    v = _backend.view
+    q, k = torch.randn(4, 8), torch.randn(6, 7)
+    with pytest.raises(ValueError):
+        _backend._C.contrastive_cpu.lse_forward(
+            v(q), v(k), 1.0, 0, False, v(torch.empty(4)), v(None)
+        )
