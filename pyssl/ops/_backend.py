@@ -81,8 +81,17 @@ def _sync_threads() -> None:
         _threads = n
 
 
-def unavailable(backend: str, device: torch.device) -> str | None:
-    """Why ``backend`` cannot run on tensors of ``device`` (None when it can)."""
+_CONTRASTIVE_OPS = ("info_nce", "nt_xent", "clip_loss", "siglip_loss", "moco_loss")
+
+
+def family_of(op: str) -> str:
+    """The op family (a row of files) an op name belongs to."""
+    return "contrastive" if op.startswith("contrastive") or op in _CONTRASTIVE_OPS else "masking"
+
+
+def unavailable(backend: str, device: torch.device, family: str = "masking") -> str | None:
+    """Why ``backend`` cannot run ``family``'s ops on tensors of ``device`` (None when it
+    can)."""
     if backend == "reference":
         return None
     if backend == "cpu":
@@ -100,6 +109,8 @@ def unavailable(backend: str, device: torch.device) -> str | None:
             return CORE_ERROR
         if not _C.cuda:
             return "pyssl was built without CUDA (rebuild with -Ccmake.define.PYSSL_CUDA=ON)"
+        if not hasattr(_C, f"{family}_cuda"):
+            return f"there are no CUDA C++ kernels for the {family} ops (Triton covers them)"
         return None
     return f"unknown backend {backend!r}; expected one of {BACKENDS}"
 
@@ -116,18 +127,19 @@ _warned: set[str] = set()
 
 def resolve(op: str, device: torch.device, backend: str | None) -> str:
     """The backend that runs ``op`` on ``device``; raises if an asked-for one cannot."""
+    family = family_of(op)
     if backend is not None:
-        why = unavailable(backend, device)
+        why = unavailable(backend, device, family)
         if why:
             raise ValueError(f"{op}: backend={backend!r} cannot run: {why}")
         return backend
     for name in default_order(device):
-        why = unavailable(name, device)
+        why = unavailable(name, device, family)
         if why is None:
             if name == "reference" and op not in _warned:
                 _warned.add(op)
                 reasons = "; ".join(
-                    f"{b}: {unavailable(b, device)}" for b in default_order(device)[:-1]
+                    f"{b}: {unavailable(b, device, family)}" for b in default_order(device)[:-1]
                 )
                 warnings.warn(
                     f"pyssl.{op} falls back to the slow eager reference ({reasons})",
@@ -167,7 +179,7 @@ def explain(op: str, *args: Any, backend: str | None = None) -> Explanation:
     for b in BACKENDS:
         if b == chosen:
             continue
-        why = unavailable(b, device)
+        why = unavailable(b, device, family_of(op))
         if why is None:
             order = default_order(device)
             why = "slower fallback" if b == "reference" else "available; not the default here"

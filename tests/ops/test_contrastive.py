@@ -270,3 +270,25 @@ def test_core_checks_its_inputs_itself():
         _backend._C.contrastive_cpu.lse_forward(
             v(q), v(k), 1.0, 0, False, v(torch.empty(4)), v(None)
         )
+
+
+def test_ops_dispatch_to_triton_kernels_under_the_interpreter():
+    pytest.importorskip("triton")
+    if _backend.unavailable("triton", torch.device("cpu"), "contrastive"):
+        pytest.skip("Triton launchers take CPU tensors only under TRITON_INTERPRET=1")
+    for name, fn, _, inputs in loss_cases(6, 9, 5, 8, torch.float32, 0.2):
+        got = fn("triton", *inputs)
+        want = fn("cpu", *inputs)
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6, msg=name)
+        for a, b in zip(
+            torch.autograd.grad(got.sum(), inputs), torch.autograd.grad(want.sum(), inputs)
+        ):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_explain_names_the_family_without_cuda_cpp_kernels():
+    e = ops.explain("nt_xent", torch.zeros(2, 3))
+    assert e.backend == "cpu"
+    if _backend._C.cuda:
+        why = _backend.unavailable("cuda", torch.device("cuda"), "contrastive")
+        assert "no CUDA C++ kernels for the contrastive ops" in why
