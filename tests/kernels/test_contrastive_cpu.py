@@ -29,6 +29,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import pyssl
 from pyssl.ops import _backend
 
 _C = _backend._C
@@ -530,8 +531,12 @@ def test_vector_softplus(isa):
 
 def test_force_portable_environment_variable():
     code = "from pyssl.ops import _backend; print(_backend._C.contrastive_cpu.isa())"
-    env = dict(os.environ, PYSSL_FORCE_PORTABLE="1")
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    # the child imports the same pyssl as this process (installed, or a built source tree)
+    root = os.path.dirname(os.path.dirname(pyssl.__file__))
+    env = dict(os.environ, PYSSL_FORCE_PORTABLE="1", PYTHONPATH=root)
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=root
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "portable"
 
