@@ -1,6 +1,7 @@
 """Turns saved pytest-benchmark runs into bench/RESULTS.md.
 
-    python bench/report.py                      # every bench/.results/masking-*.json
+    python bench/report.py                      # every bench/.results/masking-*.json, and
+                                                # contrastive-*.json (bench_contrastive.py)
     python bench/report.py run1.json run2.json  # chosen runs
     python bench/report.py --measure-ceilings   # also measure the ceilings now, standalone
 
@@ -366,10 +367,169 @@ def main() -> None:
             lines.append(f"| {g} | {i} | {ex['peak_alloc_bytes'] / 1e6:.1f} | {big} |")
         lines.append("")
 
+    lines += contrastive_section(max_foreign, args.all_builds)
     lines.append(f"_Written {time.strftime('%Y-%m-%d %H:%M:%S')}._")
     with open(args.out, "w") as f:
         f.write("\n".join(lines) + "\n")
     print(f"wrote {args.out} from {len(runs)} run(s)")
+
+
+# The contrastive targets, on fwd+bwd: case -> (minimum speedup over eager, minimum fraction of
+# floor, maximum extra peak bytes)
+C_TARGETS = {
+    "nt_xent fwd+bwd": (1.5, 0.5, 64 * 2**20),
+    "clip_loss fwd+bwd": (1.0, None, None),
+    "siglip_loss fwd+bwd": (1.0, None, None),
+    "moco_loss fwd+bwd": (1.0, None, None),
+}
+C_IMPLS = ["pyssl", "eager", "compiled", "peer"]
+LARGE_MAX_EXTRA = 2**30
+
+
+def contrastive_section(max_foreign: float | None, all_builds: bool) -> list[str]:
+    """The contrastive runs (bench_contrastive.py): contrastive-*.json and the --large run."""
+    paths = sorted(glob.glob(os.path.join(RESULTS_DIR, "contrastive-*.json")))
+    large_paths = [p for p in paths if os.path.basename(p).startswith("contrastive-large-")]
+    paths = [p for p in paths if p not in large_paths]
+    lines = ["", "# Contrastive losses", ""]
+    if not paths:
+        return lines + ["No runs of `bench/bench_contrastive.py` in `bench/.results/`.", ""]
+    runs = sorted(load(paths), key=lambda r: r.get("datetime", ""))
+    build = runs[-1]["machine_info"].get("pyssl_core_build")
+    if not all_builds:
+        runs = [r for r in runs if r["machine_info"].get("pyssl_core_build") == build]
+    entries = combine(runs, max_foreign)
+    bandwidth, flop_rate, src = ceilings_from(entries)
+    by_group: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
+    for entry in entries.values():
+        ex = entry["extra"]
+        if "impl" in ex:
+            by_group[f"{ex['case']} {ex['mode']}"][ex["impl"]] = entry
+    skips: dict[str, Any] = {}
+    skips_path = os.path.join(RESULTS_DIR, "skips.json")
+    if os.path.exists(skips_path):
+        with open(skips_path) as f:
+            skips = json.load(f)
+    m = runs[-1]["machine_info"]
+    lines += [
+        "Generated from runs of `bench/bench_contrastive.py` (see its docstring for what is "
+        "counted): CPU, fp32, 2 threads; fwd+bwd = the loss, then `torch.autograd.grad` against "
+        "every input that needs a gradient. `peer` = lightly `NTXentLoss` / open_clip "
+        "`ClipLoss` / `SigLipLoss`.",
+        "",
+        f"- torch {m.get('torch', '?')}, python {m.get('python_version', '?')}, pyssl core "
+        f"build {m.get('pyssl_core_build', 'not recorded')}; runs combined: {len(runs)}",
+    ]
+    for run in runs:
+        lines.append(f"  - `{os.path.relpath(run['_path'], os.path.dirname(HERE))}`")
+    lines += [
+        f"- ceilings ({src}): matmul **{flop_rate / 1e9:.1f} GFLOP/s**, copy "
+        f"{bandwidth / 1e9:.2f} GB/s. Floor = max(bytes / copy, FLOPs / matmul); FLOPs = "
+        "8*R*C*D (forward, recompute, both gradients; moco 6*N*K*D, no queue gradient).",
+        "- peak memory: `alloc` = peak bytes through torch's allocator during one call "
+        "(torch.profiler); `RSS` = growth of the resident set of a fresh process over one call "
+        "(VmHWM - VmRSS before), which also sees the C++ core's own scratch.",
+        "",
+        *(
+            [
+                "**Contended:** other processes used more than the threshold of CPU during "
+                "some timings (column `other CPU`); absolute times, and the matmul ceiling "
+                "measured beside them, are inflated; the ratios are less certain than in a "
+                "quiet run.",
+                "",
+            ]
+            if any(e["contended"] for e in entries.values())
+            else []
+        ),
+        "## Targets (fwd+bwd)",
+        "",
+        "| case | target | eager / pyssl | of floor (pyssl) | peak alloc / RSS MB (pyssl) | met |",
+        "|---|---|---:|---:|---|---|",
+    ]
+    for group, (speedup, frac, max_mem) in C_TARGETS.items():
+        impls = by_group.get(group, {})
+        if "pyssl" not in impls or "eager" not in impls:
+            lines.append(f"| {group} | | missing | | | no data |")
+            continue
+        t = impls["pyssl"]["median"]
+        ex = impls["pyssl"]["extra"]
+        ratio = impls["eager"]["median"] / t
+        reached = max(ex["bytes"] / bandwidth, ex["flops"] / flop_rate) / t
+        mem = max(ex.get("peak_alloc_bytes", 0), ex.get("rss_growth_bytes", 0))
+        target = f"> {speedup:g}x eager" if speedup == 1.0 else f">= {speedup:g}x eager"
+        if frac:
+            target += f", >= {frac:.2f} of floor (within {1 / frac:g}x)"
+        if max_mem:
+            target += f", extra peak < {max_mem / 2**20:.0f} MiB"
+        ok = (ratio > speedup if speedup == 1.0 else ratio >= speedup) and (
+            frac is None or reached >= frac
+        )
+        ok = ok and (max_mem is None or mem < max_mem)
+        lines.append(
+            f"| {group} | {target} | {ratio:.2f}x | {reached:.2f} | "
+            f"{ex.get('peak_alloc_bytes', 0) / 1e6:.1f} / "
+            f"{ex.get('rss_growth_bytes', float('nan')) / 1e6:.1f} | "
+            f"{'**yes**' if ok else '**no**'} |"
+        )
+    lines += ["", "## Cases", ""]
+    for group in list(C_TARGETS) + sorted(set(by_group) - set(C_TARGETS)):
+        impls = by_group.get(group)
+        if not impls:
+            continue
+        ex = next(iter(impls.values()))["extra"]
+        floor = max(ex["bytes"] / bandwidth, ex["flops"] / flop_rate)
+        shape = f"N = {ex['n']}" + (f", K = {ex['k']}" if ex.get("k") else "") + f", D = {ex['d']}"
+        lines += [
+            f"### {group}",
+            "",
+            f"{shape}. Floor **{ms(floor)} ms** = FLOPs {ex['flops'] / 1e9:.2f} G / "
+            f"{flop_rate / 1e9:.0f} GFLOP/s (bytes {mb(ex['bytes'])}: "
+            f"{ms(ex['bytes'] / bandwidth)} ms).",
+            "",
+            "| impl | median ms | per-run medians ms | rounds | time / pyssl | of floor "
+            "| first call ms | peak alloc MB | RSS growth MB | other CPU (cores) |",
+            "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        t_pyssl = impls["pyssl"]["median"] if "pyssl" in impls else None
+        for impl in C_IMPLS:
+            e = impls.get(impl)
+            if e is None:
+                why = skips.get(f"{group} / {impl}", {}).get(
+                    "reason", "not in the runs (see the pytest summary)"
+                )
+                lines.append(f"| {impl} | skipped: {why} | | | | | | | | |")
+                continue
+            x = e["extra"]
+            rss = f"{x['rss_growth_bytes'] / 1e6:.1f}" if "rss_growth_bytes" in x else "-"
+            ratio = f"{e['median'] / t_pyssl:.2f}x" if t_pyssl else "-"
+            lines.append(
+                f"| {impl} | {ms(e['median'])} | {' / '.join(ms(v) for v in e['medians'])} | "
+                f"{sum(e['rounds'])} | {ratio} | {floor / e['median']:.2f} | {first_call(e)} | "
+                f"{x.get('peak_alloc_bytes', 0) / 1e6:.1f} | {rss} | {contention(e)} |"
+            )
+        lines.append("")
+    lines += ["## nt_xent at N = 65536 (2N = 131072), pyssl only, one fwd+bwd (`--large`)", ""]
+    if not large_paths:
+        return lines + ["No `--large` run in `bench/.results/`.", ""]
+    with open(large_paths[-1]) as f:
+        big = json.load(f)
+    extra = big["rss_growth_bytes"]
+    lines += [
+        f"From `{os.path.relpath(large_paths[-1], os.path.dirname(HERE))}` "
+        f"({big['datetime']}, core build {big.get('pyssl_core_build', '?')}; the eager "
+        f"reference would need a {(2 * big['n']) ** 2 * 4 / 2**30:.0f} GiB logits matrix).",
+        "",
+        "| one call s | floor s (matmul rate measured then) | of floor | inputs MB | "
+        "RSS growth MB | target: growth < 1 GiB | met |",
+        "|---:|---:|---:|---:|---:|---|---|",
+        f"| {big['one_call_s']:.1f} | {big['floor_s']:.1f} "
+        f"({big['matmul_flops_per_s'] / 1e9:.1f} GFLOP/s) | "
+        f"{big['floor_s'] / big['one_call_s']:.2f} | {big['inputs_bytes'] / 1e6:.1f} | "
+        f"{extra / 1e6:.1f} | < {LARGE_MAX_EXTRA / 1e6:.0f} MB | "
+        f"{'**yes**' if extra < LARGE_MAX_EXTRA else '**no**'} |",
+        "",
+    ]
+    return lines
 
 
 if __name__ == "__main__":
