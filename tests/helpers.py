@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
 import torch
 
 
@@ -21,3 +27,23 @@ def poisoned(*shape: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     if dtype.is_floating_point:
         return torch.full(shape, float("nan"), dtype=dtype)
     return torch.full(shape, -1, dtype=dtype)
+
+
+def compile_triton_kernels(script: str) -> None:
+    """Runs ``script`` (which compiles Triton kernels for NVIDIA targets and prints
+    "compiled") in a subprocess without the interpreter, with the same pyssl as this process;
+    skips when Triton's NVIDIA backend or its ptxas is missing."""
+    import triton
+
+    import pyssl
+
+    nvidia = Path(triton.__file__).parent / "backends" / "nvidia"
+    if not (nvidia / "bin" / "ptxas").exists() and not os.environ.get("TRITON_PTXAS_PATH"):
+        pytest.skip("triton's NVIDIA backend or its ptxas is not installed")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    root = str(Path(pyssl.__file__).resolve().parents[1])
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
+    proc = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0 and "compiled" in proc.stdout, proc.stderr[-4000:]

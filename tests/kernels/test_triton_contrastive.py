@@ -24,14 +24,12 @@ truncates where compiled Triton rounds to nearest even.
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import textwrap
-from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import compile_triton_kernels
 
 pytest.importorskip(
     "triton", reason="triton is not installed: the Triton contrastive kernels cannot be tested"
@@ -842,22 +840,7 @@ _COMPILE_SCRIPT = textwrap.dedent(
 
 
 def test_kernels_compile_for_sm90_and_sm80():
-    import triton
-
-    nvidia = Path(triton.__file__).parent / "backends" / "nvidia"
-    if not (nvidia / "bin" / "ptxas").exists() and not os.environ.get("TRITON_PTXAS_PATH"):
-        pytest.skip("triton's NVIDIA backend or its ptxas is not installed")
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    root = str(Path(__file__).resolve().parents[2])
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
-    proc = subprocess.run(
-        [sys.executable, "-c", _COMPILE_SCRIPT],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0 and "compiled" in proc.stdout, proc.stderr[-4000:]
+    compile_triton_kernels(_COMPILE_SCRIPT)
 
 
 def test_autotune_configs_are_valid():
