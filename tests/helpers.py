@@ -47,3 +47,19 @@ def compile_triton_kernels(script: str) -> None:
         [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300
     )
     assert proc.returncode == 0 and "compiled" in proc.stdout, proc.stderr[-4000:]
+
+
+def triton_test_device(family: str) -> str:
+    """Where a Triton test module runs its launchers: "cpu" under TRITON_INTERPRET=1, else
+    "cuda". Skips the calling module when Triton is missing or neither is possible."""
+    pytest.importorskip(
+        "triton", reason=f"triton is not installed: the Triton {family} kernels cannot be tested"
+    )
+    if os.environ.get("TRITON_INTERPRET") == "1":
+        return "cpu"
+    if not torch.cuda.is_available():
+        pytest.skip(
+            "no CUDA device and TRITON_INTERPRET is not 1 (set it before importing torch/triton)",
+            allow_module_level=True,
+        )
+    return "cuda"

@@ -23,28 +23,18 @@ truncates where compiled Triton rounds to nearest even.
 
 from __future__ import annotations
 
-import os
 import textwrap
 
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import compile_triton_kernels
+from helpers import compile_triton_kernels, triton_test_device
 
-pytest.importorskip(
-    "triton", reason="triton is not installed: the Triton contrastive kernels cannot be tested"
-)
-
-INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
-if not INTERPRET and not torch.cuda.is_available():
-    pytest.skip(
-        "no CUDA device and TRITON_INTERPRET is not 1 (set it before torch/triton are imported)",
-        allow_module_level=True,
-    )
+DEVICE = triton_test_device("contrastive")
+INTERPRET = DEVICE == "cpu"
 
 from pyssl.kernels.triton import contrastive as tk  # noqa: E402
 
-DEVICE = "cpu" if INTERPRET else "cuda"
 NAN = float("nan")
 INF = float("inf")
 FLOAT_DTYPES = [torch.float32, torch.float64, torch.bfloat16, torch.float16]

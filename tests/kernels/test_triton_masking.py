@@ -15,28 +15,18 @@ interpreter only, one bfloat16 ulp (see ``assert_matches``).
 
 from __future__ import annotations
 
-import os
 import textwrap
 
 import pytest
 import torch
-from helpers import compile_triton_kernels
+from helpers import compile_triton_kernels, triton_test_device
 
-pytest.importorskip(
-    "triton", reason="triton is not installed: the Triton masking kernels cannot be tested"
-)
-
-INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
-if not INTERPRET and not torch.cuda.is_available():
-    pytest.skip(
-        "no CUDA device and TRITON_INTERPRET is not 1 (set it before torch/triton are imported)",
-        allow_module_level=True,
-    )
+DEVICE = triton_test_device("masking")
+INTERPRET = DEVICE == "cpu"
 
 from pyssl.kernels.triton import masking as tk  # noqa: E402
 from pyssl.reference import masking as ref  # noqa: E402
 
-DEVICE = "cpu" if INTERPRET else "cuda"
 NAN = float("nan")
 BAD_ID = -(2**62)  # poison for int64 outputs: no kernel can legitimately write it
 FLOAT_DTYPES = [torch.float32, torch.float64, torch.bfloat16, torch.float16]
