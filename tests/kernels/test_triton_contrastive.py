@@ -234,6 +234,32 @@ def test_lse_forward_matches_reference(case, dtype):
         check(col_only, ref_col, eager_col, mag)  # computed on (k, q): other rounding
 
 
+@pytest.mark.parametrize("programs", [1, 3, 64])
+def test_lse_forward_column_buffer_does_not_grow_with_n(programs, monkeypatch):
+    # the column partials live in a [P, M] buffer, P bounded by the device: each program folds
+    # several row blocks into its row (one, some, or at most one block per program)
+    allocated = []
+    real_full = torch.full
+
+    def spy_full(size, *args, **kwargs):
+        allocated.append(tuple(size))
+        return real_full(size, *args, **kwargs)
+
+    monkeypatch.setattr(tk, "_col_programs", lambda device: programs)
+    monkeypatch.setattr(torch, "full", spy_full)
+    n, m = 150, 21
+    q, k = inputs(n, m, 9, torch.float32, False, 4)
+    ref_row, ref_col = lse_formulas(q, k, 3.0, 2, torch.float64)
+    eager_row, eager_col = lse_formulas(q, k, 3.0, 2, torch.float32)
+    row, col = run_lse_forward(q, k, 3.0, 2)
+    mag = lse_mag(q, k, 3.0, 2) + ref_row.abs().max().item()
+    check(row, ref_row, eager_row, mag)
+    check(col, ref_col, eager_col, mag)
+    block_rows = -(-n // 16) if INTERPRET else -(-n // 64)
+    # the poisoned outputs are 1-D; the only 2-D allocation is the partial buffer
+    assert [shape for shape in allocated if len(shape) == 2] == [(min(programs, block_rows), m)]
+
+
 def test_lse_forward_fully_excluded_rows_are_minus_inf():
     # N = M = 1, offset 0: the only pair is excluded; N = 3, M = 1: row 0 loses its only column
     for n, m in ((1, 1), (3, 1), (1, 3)):

@@ -31,11 +31,12 @@ are Python numbers or 0-dim float tensors on the inputs' device; a tensor is rea
 kernel, so ``torch.compile`` does not specialise on its value (a Python float scale with float64
 inputs is also passed as a tensor, since a kernel scalar argument is float32).
 
-Memory. Besides the outputs: the forward with both row and column statistics keeps one
-partial column log-sum-exp per row block, a ``[cdiv(N, 64), M]`` buffer of the statistics
-dtype (``N*M/16`` bytes in float32, against ``2*N*M`` for a bf16 similarity matrix), merged in
-a fixed order by a second small kernel; the backward keeps one ``[N]`` (or ``[M]``) partial
-per row for ``dscale`` and ``dbias``. Nothing is ``N x M``.
+Memory. Besides the outputs: the forward with both row and column statistics runs at most
+``P = 4 x (number of SMs)`` programs, each looping over its share of the row blocks and
+folding the column log-sum-exps of its rows into its own row of a ``[P, M]`` buffer of the
+statistics dtype (on an H100, ``528 * M * 4`` bytes: O(M) whatever N is), merged in a fixed
+order by a second small kernel; the backward keeps one ``[N]`` (or ``[M]``) partial per row
+for ``dscale`` and ``dbias``. Nothing is ``N x M``.
 
 FLOPs. The forward is one ``2*N*M*D`` pass, whichever statistics are asked for (the
 column-only case runs the row kernel on ``(k, q)``). The backward runs one kernel for ``dq``
@@ -102,8 +103,7 @@ _FLOAT_DTYPES = (torch.float32, torch.bfloat16, torch.float16, torch.float64)
 # so it wants 8 warps and narrower column blocks. These are the tiles that compile without
 # register spills for bf16 at D = 128 (ptxas of triton 3.9, checked for sm_80 and sm_90: the
 # forward with both statistics at 96-200 registers, the backward at 118-254); no timing on a GPU
-# has ranked them yet, which is what the autotuner is for. Every BLOCK_M is >= 64, so the
-# forward's partial column buffer has at most cdiv(N, 64) rows; every block is >= 16, the
+# has ranked them yet, which is what the autotuner is for. Every block is >= 16, the
 # smallest tl.dot. A configuration that does not fit (shared memory for float32/float64 tiles)
 # is dropped by the autotuner (OutOfResources).
 
@@ -245,38 +245,47 @@ def _lse_fwd_kernel(
     ACC: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):  # fmt: skip
     """row_lse[i] = logsumexp_j s_ij over admissible j, s = scale * a @ b.T, by an online
-    log-sum-exp over the column blocks. With WITH_COLS, also the log-sum-exp of each column
-    over this program's rows: col_part[pid, j] (-inf where the block has no admissible row),
-    and the number of row blocks in count[0] for the merge kernel."""
+    log-sum-exp over the column blocks. Program p takes the row blocks p, p + P, p + 2P, ...
+    (P programs). With WITH_COLS, it also folds the log-sum-exp of each column over its rows
+    into its own row of col_part[P, NB] (filled with -inf by the launcher), so the partial
+    buffer is P x NB whatever NA is; count[0] = P for the merge kernel."""
     pid = tl.program_id(0)
-    row0 = pid * BLOCK_M
-    rows = row0 + tl.arange(0, BLOCK_M)
+    nprog = tl.num_programs(0)
     scale = _load_scalar(scale_ptr, scale_val, SCALE_PTR, ACC)
-    a_blk = a_ptr + row0.to(tl.int64) * D
-    b_blk = b_ptr
-    m_i = tl.full([BLOCK_M], float("-inf"), dtype=ACC)
-    l_i = tl.zeros([BLOCK_M], dtype=ACC)
-    for col0 in range(0, NB, BLOCK_N):
-        cols = col0 + tl.arange(0, BLOCK_N)
-        raw = _sim_tile(a_blk, b_blk, NA - row0, NB - col0, D, ACC, BLOCK_M, BLOCK_N, BLOCK_D)
-        b_blk += BLOCK_N * D
-        ok = _admissible(rows, cols, NA, NB, off, HAS_EXCLUDE)
-        s = tl.where(ok, raw * scale, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(s, axis=1))
-        m_ref = tl.where(m_new == float("-inf"), 0.0, m_new)  # a row with nothing yet: no NaN
-        l_i = l_i * tl.exp(m_i - m_ref) + tl.sum(tl.exp(s - m_ref[:, None]), axis=1)
-        m_i = m_new
-        if WITH_COLS:
-            c_max = tl.max(s, axis=0)
-            c_ref = tl.where(c_max == float("-inf"), 0.0, c_max)
-            c_sum = tl.sum(tl.exp(s - c_ref[None, :]), axis=0)
-            c_lse = _lse_of(c_ref, c_sum)
-            tl.store(col_part_ptr + pid.to(tl.int64) * NB + cols, c_lse, mask=cols < NB)
-    lse = _lse_of(m_i, l_i)
-    tl.store(row_lse_ptr + rows, lse.to(row_lse_ptr.dtype.element_ty), mask=rows < NA)
+    part_row = col_part_ptr + pid.to(tl.int64) * NB
+    for row0 in range(pid * BLOCK_M, NA, nprog * BLOCK_M):
+        rows = row0 + tl.arange(0, BLOCK_M)
+        a_blk = a_ptr + tl.cast(row0, tl.int64) * D
+        b_blk = b_ptr
+        m_i = tl.full([BLOCK_M], float("-inf"), dtype=ACC)
+        l_i = tl.zeros([BLOCK_M], dtype=ACC)
+        for col0 in range(0, NB, BLOCK_N):
+            cols = col0 + tl.arange(0, BLOCK_N)
+            raw = _sim_tile(a_blk, b_blk, NA - row0, NB - col0, D, ACC, BLOCK_M, BLOCK_N, BLOCK_D)
+            b_blk += BLOCK_N * D
+            ok = _admissible(rows, cols, NA, NB, off, HAS_EXCLUDE)
+            s = tl.where(ok, raw * scale, float("-inf"))
+            m_new = tl.maximum(m_i, tl.max(s, axis=1))
+            m_ref = tl.where(m_new == float("-inf"), 0.0, m_new)  # a row with nothing yet: no NaN
+            l_i = l_i * tl.exp(m_i - m_ref) + tl.sum(tl.exp(s - m_ref[:, None]), axis=1)
+            m_i = m_new
+            if WITH_COLS:
+                c_max = tl.max(s, axis=0)
+                c_ref = tl.where(c_max == float("-inf"), 0.0, c_max)
+                c_sum = tl.sum(tl.exp(s - c_ref[None, :]), axis=0)
+                # the previous row block's store to these columns must be visible to every
+                # thread of this program before it is read back
+                tl.debug_barrier()
+                old = tl.load(part_row + cols, mask=cols < NB, other=float("-inf"))
+                c_new = tl.maximum(c_max, old)
+                c_new = tl.where(c_new == float("-inf"), 0.0, c_new)
+                total = c_sum * tl.exp(c_ref - c_new) + tl.exp(old - c_new)
+                tl.store(part_row + cols, _lse_of(c_new, total), mask=cols < NB)
+        lse = _lse_of(m_i, l_i)
+        tl.store(row_lse_ptr + rows, lse.to(row_lse_ptr.dtype.element_ty), mask=rows < NA)
     if WITH_COLS:
         if pid == 0:
-            tl.store(count_ptr, tl.num_programs(0))
+            tl.store(count_ptr, nprog)
 
 
 @triton.jit
@@ -486,6 +495,15 @@ def _arch(device: torch.device) -> str:
     return _cuda_arch(device.index if device.index is not None else torch.cuda.current_device())
 
 
+def _col_programs(device: torch.device) -> int:
+    """How many programs the forward with column statistics runs at most, and so the rows of
+    its partial column buffer: 4 per SM keeps every SM busy at any N while the buffer stays
+    O(M); under the interpreter 2, so that the tests take the multi-block loop."""
+    if INTERPRET or device.type != "cuda":
+        return 2
+    return 4 * torch.cuda.get_device_properties(device).multi_processor_count
+
+
 def _stats_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
@@ -638,7 +656,10 @@ def lse_forward(
     spare = row_lse if row_lse is not None else col_lse
 
     def launch(a, b, na, nb, o, out, part=None, count=None):  # row statistics of (a, b)
-        grid = lambda meta: (triton.cdiv(na, meta["BLOCK_M"]),)  # noqa: E731
+        if part is None:
+            grid = lambda meta: (triton.cdiv(na, meta["BLOCK_M"]),)  # noqa: E731
+        else:  # at most one program per partial row; each loops over its row blocks
+            grid = lambda meta: (min(triton.cdiv(na, meta["BLOCK_M"]), part.shape[0]),)  # noqa: E731
         wrap_triton(_LSE_FWD[arch])[grid](
             a, b, na, nb, d, spare if scale_t is None else scale_t, scale_v, o, out,
             spare if part is None else part, spare if count is None else count,
@@ -647,9 +668,11 @@ def lse_forward(
         )  # fmt: skip
 
     if row_lse is not None and col_lse is not None and n > 0 and m > 0:
-        # one pass: the row statistics, plus a partial column log-sum-exp per row block
+        # one pass: the row statistics, plus per-program partial column log-sum-exps, a
+        # [P, M] buffer with P bounded by the device (not by N), merged in a fixed order
         min_block_m = min(c[0] for c in _CONFIGS[arch]["fwd"])
-        part = torch.empty((triton.cdiv(n, min_block_m), m), dtype=sdt, device=q.device)
+        programs = min(triton.cdiv(n, min_block_m), _col_programs(q.device))
+        part = torch.full((programs, m), float("-inf"), dtype=sdt, device=q.device)
         count = torch.empty((), dtype=torch.int32, device=q.device)
         launch(q, k, n, m, off, row_lse, part, count)
         block = 32 if INTERPRET else 128
