@@ -140,7 +140,8 @@ PYBIND11_MODULE(_C, m) {
       .value("uint8", DType::u8)
       .value("bool", DType::b8);
 
-  py::class_<View>(m, "View")
+  // dynamic_attr: the Python side pins the tensor a View points into (View.owner)
+  py::class_<View>(m, "View", py::dynamic_attr())
       .def(py::init([](uintptr_t ptr, DType dtype, std::vector<int64_t> shape,
                        std::vector<int64_t> strides) {
              pyssl::check(shape.size() == strides.size(),

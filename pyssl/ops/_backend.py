@@ -63,10 +63,14 @@ def _interpreting() -> bool:
 
 
 def view(t: torch.Tensor | None) -> Any:
-    """A core View of a tensor (an empty View for None)."""
+    """A core View of a tensor (an empty View for None). The View holds a reference to the
+    tensor, so ``view(torch.empty(...))`` passed straight into a kernel cannot point at freed
+    memory (the sanitizer build found that use-after-free in a test)."""
     if t is None:
         return _C.View()
-    return _C.View(t.data_ptr(), _DTYPES[t.dtype], list(t.shape), list(t.stride()))
+    v = _C.View(t.data_ptr(), _DTYPES[t.dtype], list(t.shape), list(t.stride()))
+    v.owner = t
+    return v
 
 
 _threads = 0
