@@ -21,3 +21,22 @@ if _backend._C is None:
         "Install it (pip install '.[test]', or pip install -e . for development) and run "
         "`pytest` (not `python -m pytest`, which puts the unbuilt source tree first)."
     )
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--run-slow",
+        action="store_true",
+        help="also run the tests marked slow (full sizes; CI runs them in a step of their own)",
+    )
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--run-slow"):
+        return
+    import pytest
+
+    skip = pytest.mark.skip(reason="slow (full size): run with --run-slow; CI runs it separately")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)

@@ -100,7 +100,8 @@ void gather_patches(const View& imgs, const View& ids, int64_t p, const View& ou
   const int64_t L = check_imgs(imgs, p);
   const int64_t B = imgs.size(0), C = imgs.size(1), H = imgs.size(2), Wd = imgs.size(3);
   if (!ids.none()) check_ids_range(ids, L, "ids_keep");
-  const int64_t* idv = ids.none() ? nullptr : ids.data<int64_t>();
+  const bool has_ids = !ids.none();
+  const int64_t* idv = ids.data<int64_t>();
   const int64_t n = p * p * C;
   prepare_output(out);
   dispatch_size(imgs.dtype, [&](auto w) {
@@ -109,7 +110,7 @@ void gather_patches(const View& imgs, const View& ids, int64_t p, const View& ou
     W* dst = out.data<W>();
     parallel_for(B * K, [&](int64_t i) {
       const int64_t b = i / K;
-      const int64_t l = idv ? idv[i] : i % K;
+      const int64_t l = has_ids ? idv[i] : i % K;
       move_patch(src + b * C * H * Wd, dst + i * n, l, p, C, H, Wd, true);
     });
   });
@@ -126,7 +127,9 @@ void scatter_patches(const View& patches, const View& ids, int64_t p, const View
     check_ids_range(ids, L, "ids_keep");
     build_owners(ids, L, owner, dup);
   }
-  const int64_t* idv = ids.none() ? nullptr : ids.data<int64_t>();
+  // "no ids" is ids.none(), not a null pointer: an empty ids tensor may have a null data pointer
+  const bool has_ids = !ids.none();
+  const int64_t* idv = ids.data<int64_t>();
   prepare_output(out);
   dispatch_float(out.dtype, [&](auto tag) {
     using T = decltype(tag);
@@ -137,7 +140,7 @@ void scatter_patches(const View& patches, const View& ids, int64_t p, const View
     parallel_for(B * grid_h, [&](int64_t task) {
       const int64_t b = task / grid_h, gy = task % grid_h;
       T* im = img + b * C * H * Wd;
-      if (idv && dup[static_cast<size_t>(b)]) {
+      if (has_ids && dup[static_cast<size_t>(b)]) {
         // Repeated ids in this row: sum every patch sent here, in order of k (deterministic).
         for (int64_t gx = 0; gx < grid_w; ++gx) {
           const int64_t l = gy * grid_w + gx;
@@ -152,7 +155,7 @@ void scatter_patches(const View& patches, const View& ids, int64_t p, const View
           T* line = im + (c * H + gy * p + r) * Wd;
           for (int64_t gx = 0; gx < grid_w; ++gx) {
             const int64_t l = gy * grid_w + gx;
-            const int64_t k = idv ? owner[static_cast<size_t>(b * L + l)] : l;
+            const int64_t k = has_ids ? owner[static_cast<size_t>(b * L + l)] : l;
             T* dst = line + gx * p;
             if (k < 0) {
               std::memset(static_cast<void*>(dst), 0, static_cast<size_t>(p) * sizeof(T));

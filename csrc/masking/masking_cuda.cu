@@ -443,6 +443,13 @@ void scatter_patches(const View& patches, const View& ids, int64_t p, const View
                      uintptr_t stream) {
   const int64_t K = check_patches(patches, "patches", ids, out, p);
   const Geom g = geom_of(out, p);
+  if (!ids.none() && K == 0) {  // no patch is sent anywhere (and ids' pointer may be null)
+    if (out.numel() > 0)
+      check_cuda(cudaMemsetAsync(out.data<void>(), 0,
+                                 static_cast<size_t>(out.numel()) * element_size(out.dtype),
+                                 as_stream(stream)));
+    return;
+  }
   dispatch_float(out.dtype, [&](auto tag) {
     using T = decltype(tag);
     launch(scatter_patches_kernel<T>, g.B * g.L, 1, as_stream(stream), patches.data<const T>(),

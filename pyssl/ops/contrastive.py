@@ -53,8 +53,17 @@ def _positive_logits(q: Tensor, k: Tensor, scale: Tensor, pos: Tensor | None, ro
     # a position out of range names no positive (as in the kernels): its logit counts as 0
     valid = (pos >= 0) & (pos < (k.shape[0] if rows else q.shape[0]))
     safe = torch.where(valid, pos, 0)
-    a, b = (q, k[safe]) if rows else (q[safe], k)
-    return torch.where(valid, scale.to(_stat_dtype(q)) * _rowdot(a, b), 0)
+    dots = torch.empty(pos.shape[0], dtype=_stat_dtype(q), device=q.device)
+    # in chunks of rows: the gathered partners and their float32 copies stay a few MiB, not
+    # several times the size of q (at N = 2**24 rows of bf16 D = 128 that was 28 GiB)
+    for s in range(0, pos.shape[0], _POSITIVE_CHUNK):
+        ids = safe[s : s + _POSITIVE_CHUNK]
+        a, b = (q[s : s + ids.shape[0]], k[ids]) if rows else (q[ids], k[s : s + ids.shape[0]])
+        dots[s : s + ids.shape[0]] = _rowdot(a, b)
+    return torch.where(valid, scale.to(dots.dtype) * dots, 0)
+
+
+_POSITIVE_CHUNK = 16384
 
 
 @torch.library.custom_op("pyssl::contrastive_ce", mutates_args=())

@@ -158,6 +158,7 @@ struct View {
     return n;
   }
   bool contiguous() const {
+    if (numel() == 0) return true;  // torch keeps any strides on an empty tensor
     int64_t expect = 1;
     for (int64_t d = dim() - 1; d >= 0; --d) {
       if (shape[d] != 1 && strides[d] != expect) return false;
