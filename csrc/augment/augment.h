@@ -89,6 +89,12 @@ PYSSL_HD void aa_weights(int64_t i, int64_t in, int64_t out, int interp, int64_t
     for (int64_t j = 0; j < count; ++j) w[j] /= total;
 }
 
+// floor for |x| < 2^31 without a libm call (so CPU loops vectorise on the x86-64 baseline).
+PYSSL_HD float floor_small(float x) {
+  const float t = static_cast<float>(static_cast<int>(x));
+  return t > x ? t - 1.f : t;
+}
+
 PYSSL_HD float clamp255(float v) { return v < 0.f ? 0.f : (v > 255.f ? 255.f : v); }
 
 // torchvision's rgb_to_grayscale weights.
@@ -102,51 +108,36 @@ PYSSL_HD float blend(float a, float b, float ratio) {
 // adjust_hue: torchvision's _rgb2hsv, h = (h + factor) mod 1, _hsv2rgb (on 0-255 values; hue and
 // saturation are scale-free and v keeps the scale).
 PYSSL_HD void hue_shift(float& r, float& g, float& b, float factor) {
-  const float maxc = fmaxf(r, fmaxf(g, b));
-  const float minc = fminf(r, fminf(g, b));
+  const float mx = r > g ? r : g, mn = r < g ? r : g;
+  const float maxc = mx > b ? mx : b;
+  const float minc = mn < b ? mn : b;
   const bool eqc = maxc == minc;
   const float cr = maxc - minc;
   const float s = cr / (eqc ? 1.f : maxc);
   const float div = eqc ? 1.f : cr;
   const float rc = (maxc - r) / div, gc = (maxc - g) / div, bc = (maxc - b) / div;
-  float h;
-  if (maxc == r)
-    h = bc - gc;
-  else if (maxc == g)
-    h = 2.f + rc - bc;
-  else
-    h = 4.f + gc - rc;
-  h = fmodf(h / 6.f + 1.f, 1.f);
+  float h = maxc == r ? bc - gc : (maxc == g ? 2.f + rc - bc : 4.f + gc - rc);
+  h = h / 6.f + 1.f;
+  h = h - floor_small(h);  // torch.fmod(h, 1.0): exact for h >= 0
   h = h + factor;
-  h = h - floorf(h);  // Python's % 1.0
+  h = h - floor_small(h);  // Python's % 1.0
   const float v = maxc;
   const float h6 = h * 6.f;
-  const float fi = floorf(h6);
+  const float fi = floor_small(h6);
   const float f = h6 - fi;
-  const int i = static_cast<int>(fi) % 6;
+  int i = static_cast<int>(fi);
+  i = i >= 6 ? i - 6 : i;  // h6 can round up to 6.0; torchvision takes i % 6
   const float p = clamp255(v * (1.f - s));
   const float q = clamp255(v * (1.f - s * f));
   const float t = clamp255(v * (1.f - s * (1.f - f)));
-  switch (i < 0 ? i + 6 : i) {
-    case 0:
-      r = v, g = t, b = p;
-      break;
-    case 1:
-      r = q, g = v, b = p;
-      break;
-    case 2:
-      r = p, g = v, b = t;
-      break;
-    case 3:
-      r = p, g = q, b = v;
-      break;
-    case 4:
-      r = t, g = p, b = v;
-      break;
-    default:
-      r = v, g = p, b = q;
-      break;
-  }
+  // _hsv2rgb's table, as selects (branch-free, so CPU loops vectorise):
+  //   i:  0  1  2  3  4  5
+  //   r:  v  q  p  p  t  v
+  //   g:  t  v  v  q  p  p
+  //   b:  p  p  t  v  v  q
+  r = (i == 0 || i == 5) ? v : (i == 1 ? q : (i == 4 ? t : p));
+  g = (i == 1 || i == 2) ? v : (i == 0 ? t : (i == 3 ? q : p));
+  b = (i == 3 || i == 4) ? v : (i == 2 ? t : (i == 5 ? q : p));
 }
 
 // One jitter op (0 brightness, 1 contrast, 2 saturation, 3 hue) on a pixel; `mean` is the mean
@@ -181,8 +172,7 @@ PYSSL_HD void jitter_range(int from, int to, float& r, float& g, float& b, const
 }
 
 // Everything after contrast and before blur: the rest of the jitter, then grayscale.
-PYSSL_HD void after_contrast(int cpos, float& r, float& g, float& b, const double* p,
-                             float mean) {
+PYSSL_HD void after_contrast(int cpos, float& r, float& g, float& b, const double* p, float mean) {
   if (cpos < 4) jitter_op(1, r, g, b, p, mean);
   jitter_range(cpos + 1, 4, r, g, b, p, mean);
   if (p[kGray] != 0.0) {
@@ -219,8 +209,8 @@ PYSSL_HD int64_t reflect(int64_t i, int64_t n) {
 
 // Host entry points. `mean` and `std` hold three values (normalisation per channel). The kernels
 // read only inside each image's crop box, which the entry points check against H and W.
-#define PYSSL_AUGMENT_API(ns)                                                                     \
-  namespace ns {                                                                                  \
+#define PYSSL_AUGMENT_API(ns)                                                                    \
+  namespace ns {                                                                                 \
   void augment_view(uintptr_t base, const View& images, const View& params, int64_t size,        \
                     int64_t interpolation, int64_t blur_kernel, const std::vector<double>& mean, \
                     const std::vector<double>& std, const View& out, uintptr_t stream);          \

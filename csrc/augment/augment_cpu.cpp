@@ -40,6 +40,36 @@ int64_t axis_weights(int64_t in, int64_t S, int interp, bool flip, std::vector<f
   return K;
 }
 
+// One jitter op over n pixels of three planes: the per-pixel math of augment.h in loops the
+// compiler vectorises.
+__attribute__((flatten)) void jitter_row(int op, float* __restrict r, float* __restrict g,
+                                         float* __restrict b, int64_t n, const double* p,
+                                         float mean) {
+  if (op == 0) {
+    const float f = static_cast<float>(p[kBrightness]);
+    if (f == 1.f) return;
+    for (int64_t x = 0; x < n; ++x) {
+      r[x] = clamp255(f * r[x]), g[x] = clamp255(f * g[x]), b[x] = clamp255(f * b[x]);
+    }
+  } else if (op == 1) {
+    const float f = static_cast<float>(p[kContrast]);
+    if (f == 1.f) return;
+    for (int64_t x = 0; x < n; ++x) {
+      r[x] = blend(r[x], mean, f), g[x] = blend(g[x], mean, f), b[x] = blend(b[x], mean, f);
+    }
+  } else if (op == 2) {
+    const float f = static_cast<float>(p[kSaturation]);
+    if (f == 1.f) return;
+    for (int64_t x = 0; x < n; ++x) {
+      const float l = gray(r[x], g[x], b[x]);
+      r[x] = blend(r[x], l, f), g[x] = blend(g[x], l, f), b[x] = blend(b[x], l, f);
+    }
+  } else if (p[kHue] != 0.0) {
+    const float f = static_cast<float>(p[kHue]);
+    for (int64_t x = 0; x < n; ++x) hue_shift(r[x], g[x], b[x], f);
+  }
+}
+
 template <typename T>
 void one_image(const uint8_t* src, const int64_t* im, const double* p, int64_t S, int interp,
                int64_t blur_kernel, const float* scale, const float* shift, T* out, Scratch& s) {
@@ -71,49 +101,60 @@ void one_image(const uint8_t* src, const int64_t* im, const double* p, int64_t S
 
   // Vertical pass, clamp, jitter up to contrast, grayscale sum.
   const int cpos = contrast_position(p);
-  const bool jitter_before = cpos > 0;
   s.img.resize(static_cast<size_t>(3 * SS));
   float* R = s.img.data();
   float* G = R + SS;
   float* Bc = G + SS;
   double total = 0.0;
   for (int64_t oy = 0; oy < S; ++oy) {
-    float* lr = R + oy * S;
-    float* lg = G + oy * S;
-    float* lb = Bc + oy * S;
+    float* __restrict lr = R + oy * S;
+    float* __restrict lg = G + oy * S;
+    float* __restrict lb = Bc + oy * S;
     for (int64_t ox = 0; ox < S; ++ox) lr[ox] = lg[ox] = lb[ox] = 0.f;
     const float* wk = s.wy.data() + oy * Ky;
-    for (int64_t k = 0; k < s.cy[oy]; ++k) {
+    const int64_t taps = s.cy[oy];
+    const float* rows = s.rows.data() + s.fy[oy] * 3 * S;
+    for (int64_t k = 0; k < taps; ++k) {
       const float wv = wk[k];
-      const float* r0 = s.rows.data() + (s.fy[oy] + k) * 3 * S;
+      const float* __restrict r0 = rows + k * 3 * S;
       for (int64_t ox = 0; ox < S; ++ox) {
         lr[ox] += wv * r0[ox];
         lg[ox] += wv * r0[S + ox];
         lb[ox] += wv * r0[2 * S + ox];
       }
     }
-    float row_sum = 0.f;
     for (int64_t ox = 0; ox < S; ++ox) {
-      float r = clamp255(lr[ox]), g = clamp255(lg[ox]), b = clamp255(lb[ox]);
-      if (jitter_before) jitter_range(0, cpos, r, g, b, p, 0.f);
-      lr[ox] = r, lg[ox] = g, lb[ox] = b;
-      row_sum += gray(r, g, b);
+      lr[ox] = clamp255(lr[ox]), lg[ox] = clamp255(lg[ox]), lb[ox] = clamp255(lb[ox]);
     }
-    total += row_sum;
+    for (int k = 0; k < cpos; ++k)
+      jitter_row(static_cast<int>(p[kOrder0 + k]), lr, lg, lb, S, p, 0.f);
+    if (cpos < 4) {  // only contrast needs the mean
+      float row_sum = 0.f;
+      for (int64_t ox = 0; ox < S; ++ox) row_sum += gray(lr[ox], lg[ox], lb[ox]);
+      total += row_sum;
+    }
   }
   const float mean = static_cast<float>(total / static_cast<double>(SS));
 
+  // Contrast, the rest of the jitter, grayscale; without blur also solarize + normalise.
   const bool blur = p[kSigma] > 0.0;
   const bool solarize = p[kSolarize] != 0.0;
-  for (int64_t i = 0; i < SS; ++i) {
-    float r = R[i], g = G[i], b = Bc[i];
-    after_contrast(cpos, r, g, b, p, mean);
-    if (blur) {
-      R[i] = r, G[i] = g, Bc[i] = b;
-    } else {
-      store(out + i, finish(r, solarize, scale[0], shift[0]));
-      store(out + SS + i, finish(g, solarize, scale[1], shift[1]));
-      store(out + 2 * SS + i, finish(b, solarize, scale[2], shift[2]));
+  const bool grayscale = p[kGray] != 0.0;
+  for (int64_t y = 0; y < S; ++y) {
+    float* lr = R + y * S;
+    float* lg = G + y * S;
+    float* lb = Bc + y * S;
+    for (int k = cpos; k < 4; ++k)
+      jitter_row(static_cast<int>(p[kOrder0 + k]), lr, lg, lb, S, p, mean);
+    if (grayscale) {
+      for (int64_t x = 0; x < S; ++x) lr[x] = lg[x] = lb[x] = gray(lr[x], lg[x], lb[x]);
+    }
+    if (blur) continue;
+    T* o = out + y * S;
+    for (int64_t x = 0; x < S; ++x) {
+      store(o + x, finish(lr[x], solarize, scale[0], shift[0]));
+      store(o + SS + x, finish(lg[x], solarize, scale[1], shift[1]));
+      store(o + 2 * SS + x, finish(lb[x], solarize, scale[2], shift[2]));
     }
   }
   if (!blur) return;
@@ -128,14 +169,18 @@ void one_image(const uint8_t* src, const int64_t* im, const double* p, int64_t S
     for (int64_t y = 0; y < S; ++y) {
       const float* in = s.img.data() + c * SS + y * S;
       float* o = s.tmp.data() + c * SS + y * S;
+      // Interior columns tap-major (vectorises), the reflected edges one by one.
+      const int64_t lo = rad < S ? rad : S, hi = S - rad > lo ? S - rad : lo;
+      for (int64_t x = lo; x < hi; ++x) o[x] = 0.f;
+      for (int64_t k = 0; k < blur_kernel; ++k) {
+        const float wv = gk[k];
+        const float* q = in + k - rad;
+        for (int64_t x = lo; x < hi; ++x) o[x] += wv * q[x];
+      }
       for (int64_t x = 0; x < S; ++x) {
+        if (x >= lo && x < hi) continue;
         float a = 0.f;
-        if (x >= rad && x + rad < S) {
-          const float* q = in + x - rad;
-          for (int64_t k = 0; k < blur_kernel; ++k) a += gk[k] * q[k];
-        } else {
-          for (int64_t k = 0; k < blur_kernel; ++k) a += gk[k] * in[reflect(x + k - rad, S)];
-        }
+        for (int64_t k = 0; k < blur_kernel; ++k) a += gk[k] * in[reflect(x + k - rad, S)];
         o[x] = a;
       }
     }
@@ -161,8 +206,8 @@ void one_image(const uint8_t* src, const int64_t* im, const double* p, int64_t S
 void augment_view(uintptr_t base, const View& images, const View& params, int64_t size,
                   int64_t interpolation, int64_t blur_kernel, const std::vector<double>& mean,
                   const std::vector<double>& std, const View& out, uintptr_t /*stream*/) {
-  const int64_t B = check_augment(images, params, size, interpolation, blur_kernel, mean, std,
-                                  out, /*host_tables=*/true);
+  const int64_t B = check_augment(images, params, size, interpolation, blur_kernel, mean, std, out,
+                                  /*host_tables=*/true);
   prepare_output(out);
   float scale[3], shift[3];
   for (int c = 0; c < 3; ++c) {
