@@ -66,27 +66,47 @@ PYSSL_HD int64_t aa_max_taps(int64_t in, int64_t out, int interp) {
   return static_cast<int64_t>(2.f * aa_support(in, out, interp)) + 3;
 }
 
-// Taps of output pixel i: input pixels [first, first + count) with normalised weights w[0..count)
-// (torch's _compute_weights_aa with align_corners=False). count <= aa_max_taps.
-PYSSL_HD void aa_weights(int64_t i, int64_t in, int64_t out, int interp, int64_t& first,
-                         int64_t& count, float* w) {
+// The taps of output pixel i (torch's _compute_weights_aa with align_corners=False): input
+// pixels [first, first + count), count <= aa_max_taps, weights aa_tap(span, j, interp).
+struct AaSpan {
+  int64_t first;
+  int64_t count;
+  float center;
+  float invscale;
+  float total;  // sum of the raw filter values, the normaliser
+};
+
+PYSSL_HD AaSpan aa_span(int64_t i, int64_t in, int64_t out, int interp) {
   const float scale = static_cast<float>(in) / static_cast<float>(out);
   const float support = aa_support(in, out, interp);
-  const float invscale = scale >= 1.f ? 1.f / scale : 1.f;
-  const float center = scale * (static_cast<float>(i) + 0.5f);
-  int64_t lo = static_cast<int64_t>(center - support + 0.5f);
+  AaSpan s;
+  s.invscale = scale >= 1.f ? 1.f / scale : 1.f;
+  s.center = scale * (static_cast<float>(i) + 0.5f);
+  int64_t lo = static_cast<int64_t>(s.center - support + 0.5f);
   lo = lo < 0 ? 0 : lo;
-  int64_t hi = static_cast<int64_t>(center + support + 0.5f);
+  int64_t hi = static_cast<int64_t>(s.center + support + 0.5f);
   hi = hi > in ? in : hi;
-  first = lo;
-  count = hi - lo;
-  float total = 0.f;
-  for (int64_t j = 0; j < count; ++j) {
-    w[j] = aa_filter((static_cast<float>(j + lo) - center + 0.5f) * invscale, interp);
-    total += w[j];
-  }
-  if (total != 0.f)
-    for (int64_t j = 0; j < count; ++j) w[j] /= total;
+  s.first = lo;
+  s.count = hi - lo;
+  s.total = 0.f;
+  for (int64_t j = 0; j < s.count; ++j)
+    s.total += aa_filter((static_cast<float>(j + lo) - s.center + 0.5f) * s.invscale, interp);
+  return s;
+}
+
+PYSSL_HD float aa_tap(const AaSpan& s, int64_t j, int interp) {
+  const float w =
+      aa_filter((static_cast<float>(j + s.first) - s.center + 0.5f) * s.invscale, interp);
+  return s.total != 0.f ? w / s.total : w;
+}
+
+// All taps of output pixel i at once, into w[0..count).
+PYSSL_HD void aa_weights(int64_t i, int64_t in, int64_t out, int interp, int64_t& first,
+                         int64_t& count, float* w) {
+  const AaSpan s = aa_span(i, in, out, interp);
+  first = s.first;
+  count = s.count;
+  for (int64_t j = 0; j < s.count; ++j) w[j] = aa_tap(s, j, interp);
 }
 
 // floor for |x| < 2^31 without a libm call (so CPU loops vectorise on the x86-64 baseline).
@@ -198,6 +218,23 @@ PYSSL_HD void gaussian_weights(int64_t k, float sigma, float* w) {
     total += w[j];
   }
   for (int64_t j = 0; j < k; ++j) w[j] /= total;
+}
+
+// Tap j of that kernel without the table (a GPU thread computes its own): total is the sum of
+// the raw values, gaussian_total(k, sigma).
+PYSSL_HD float gaussian_total(int64_t k, float sigma) {
+  const float half = static_cast<float>(k - 1) * 0.5f;
+  float total = 0.f;
+  for (int64_t j = 0; j < k; ++j) {
+    const float x = (static_cast<float>(j) - half) / sigma;
+    total += expf(-0.5f * x * x);
+  }
+  return total;
+}
+
+PYSSL_HD float gaussian_tap(int64_t j, int64_t k, float sigma, float total) {
+  const float x = (static_cast<float>(j) - static_cast<float>(k - 1) * 0.5f) / sigma;
+  return expf(-0.5f * x * x) / total;
 }
 
 // Reflect padding's source index for i in [-(n-1), 2n-2] (torch's "reflect": edge not repeated).

@@ -473,3 +473,19 @@ def test_crop_box_math_is_whole_pixels():
     p = A.sample_view(A.ViewConfig(size=4), [(9, 13)] * 50, torch.Generator().manual_seed(0))
     assert p.boxes.dtype == torch.int64
     assert all(math.isclose(x, round(x)) for x in p.pack()[:, :4].flatten().tolist())
+
+
+@pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="no CUDA device: the GPU backends run on CUDA tensors"
+)
+@pytest.mark.parametrize("backend", ["triton", "cuda"])
+def test_gpu_backends_match_cpu(photos, backend):
+    if backend == "cuda" and not _backend._C.cuda:
+        pytest.skip("pyssl was built without CUDA (-DPYSSL_CUDA=ON builds the CUDA C++ kernel)")
+    cfg = A.ViewConfig(size=64, jitter_p=1.0, blur_p=0.5, solarize_p=0.5, blur_kernel_size=7)
+    p = A.sample_view(cfg, photos, torch.Generator().manual_seed(0)).pack()
+    gpu = ops.augment_view(
+        [t.cuda() for t in photos], p, size=64, blur_kernel_size=7, backend=backend
+    )
+    assert gpu.device.type == "cuda"
+    assert _levels(gpu.cpu(), _reference(photos, p, cfg), cfg) <= LEVEL
