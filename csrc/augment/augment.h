@@ -109,10 +109,14 @@ PYSSL_HD void aa_weights(int64_t i, int64_t in, int64_t out, int interp, int64_t
   for (int64_t j = 0; j < s.count; ++j) w[j] = aa_tap(s, j, interp);
 }
 
+// c ? a : b between two computed floats (GCC vectorises float selects; boolean arithmetic
+// mixed with floats keeps it from vectorising a loop).
+PYSSL_HD float pick(bool c, float a, float b) { return c ? a : b; }
+
 // floor for |x| < 2^31 without a libm call (so CPU loops vectorise on the x86-64 baseline).
 PYSSL_HD float floor_small(float x) {
   const float t = static_cast<float>(static_cast<int>(x));
-  return t > x ? t - 1.f : t;
+  return t - pick(t > x, 1.f, 0.f);
 }
 
 PYSSL_HD float clamp255(float v) { return v < 0.f ? 0.f : (v > 255.f ? 255.f : v); }
@@ -131,22 +135,24 @@ PYSSL_HD void hue_shift(float& r, float& g, float& b, float factor) {
   const float mx = r > g ? r : g, mn = r < g ? r : g;
   const float maxc = mx > b ? mx : b;
   const float minc = mn < b ? mn : b;
-  const bool eqc = maxc == minc;
   const float cr = maxc - minc;
-  const float s = cr / (eqc ? 1.f : maxc);
-  const float div = eqc ? 1.f : cr;
+  // torchvision divides by 1 where max == min (then cr == 0); adding eqc does the same without
+  // a branch around the division (which would keep the CPU loop from vectorising).
+  const float one_if_eq = pick(maxc == minc, 1.f, 0.f);
+  const float s = cr / (maxc + one_if_eq);
+  const float div = cr + one_if_eq;
   const float rc = (maxc - r) / div, gc = (maxc - g) / div, bc = (maxc - b) / div;
-  float h = maxc == r ? bc - gc : (maxc == g ? 2.f + rc - bc : 4.f + gc - rc);
-  h = h / 6.f + 1.f;
-  h = h - floor_small(h);  // torch.fmod(h, 1.0): exact for h >= 0
-  h = h + factor;
-  h = h - floor_small(h);  // Python's % 1.0
+  const float hr = bc - gc, hg = 2.f + rc - bc, hb = 4.f + gc - rc;
+  const float h = pick(maxc == r, hr, pick(maxc == g, hg, hb));
+  float hh = h / 6.f + 1.f;
+  hh = hh - floor_small(hh);  // torch.fmod(h, 1.0): exact for h >= 0
+  hh = hh + factor;
+  hh = hh - floor_small(hh);  // Python's % 1.0
   const float v = maxc;
-  const float h6 = h * 6.f;
+  const float h6 = hh * 6.f;
   const float fi = floor_small(h6);
   const float f = h6 - fi;
-  int i = static_cast<int>(fi);
-  i = i >= 6 ? i - 6 : i;  // h6 can round up to 6.0; torchvision takes i % 6
+  const float i = fi - pick(fi >= 6.f, 6.f, 0.f);  // h6 can round up to 6; torchvision: i % 6
   const float p = clamp255(v * (1.f - s));
   const float q = clamp255(v * (1.f - s * f));
   const float t = clamp255(v * (1.f - s * (1.f - f)));
@@ -155,9 +161,9 @@ PYSSL_HD void hue_shift(float& r, float& g, float& b, float factor) {
   //   r:  v  q  p  p  t  v
   //   g:  t  v  v  q  p  p
   //   b:  p  p  t  v  v  q
-  r = (i == 0 || i == 5) ? v : (i == 1 ? q : (i == 4 ? t : p));
-  g = (i == 1 || i == 2) ? v : (i == 0 ? t : (i == 3 ? q : p));
-  b = (i == 3 || i == 4) ? v : (i == 2 ? t : (i == 5 ? q : p));
+  r = pick(i == 0.f, v, pick(i == 1.f, q, pick(i == 4.f, t, pick(i == 5.f, v, p))));
+  g = pick(i == 0.f, t, pick(i == 1.f, v, pick(i == 2.f, v, pick(i == 3.f, q, p))));
+  b = pick(i == 2.f, t, pick(i == 3.f, v, pick(i == 4.f, v, pick(i == 5.f, q, p))));
 }
 
 // One jitter op (0 brightness, 1 contrast, 2 saturation, 3 hue) on a pixel; `mean` is the mean
