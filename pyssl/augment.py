@@ -467,7 +467,7 @@ class BYOLAugment(Augment):
         dtype: torch.dtype = torch.float32,
         backend: str | None = None,
     ) -> None:
-        blur_p, solarize_p = _per_view(blur_p, "blur_p", 2), _per_view(solarize_p, "solarize_p", 2)
+        blurs, sols = _per_view(blur_p, "blur_p", 2), _per_view(solarize_p, "solarize_p", 2)
         views = [
             ViewConfig(
                 size,
@@ -481,10 +481,10 @@ class BYOLAugment(Augment):
                 saturation,
                 hue,
                 grayscale_p,
-                blur_p[i],
+                blurs[i],
                 blur_kernel_size,
                 blur_sigma,
-                solarize_p[i],
+                sols[i],
                 mean,
                 std,
             )
@@ -546,7 +546,7 @@ class DINOAugment(Augment):
             )
         gb = _per_view(global_blur_p, "global_blur_p", 2)
         gs = _per_view(global_solarize_p, "global_solarize_p", 2)
-        common = dict(
+        common: dict[str, Any] = dict(
             ratio=ratio,
             interpolation=interpolation,
             hflip_p=hflip_p,

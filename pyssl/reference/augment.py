@@ -184,7 +184,7 @@ def crop_params(
 ) -> tuple[int, int, int, int]:
     """``RandomResizedCrop.get_params``: (top, left, height, width)."""
     area = height * width
-    log_ratio = torch.log(torch.tensor(ratio))
+    log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
     for _ in range(10):
         target_area = area * torch.empty(1).uniform_(scale[0], scale[1], generator=generator).item()
         aspect = math.exp(
