@@ -2,9 +2,9 @@
 a batch) against the per-image eager pipeline that DataLoader workers run today, one image and
 one op at a time: ``pyssl.reference.augment`` in float32 (torchvision's functional definitions)
 and, where it imports, torchvision's own v1 transforms on uint8 tensors (converted to float
-first, the float path pyssl follows). CPU, 2 threads, B = 64 uint8 images of 256x256 (HWC).
+first, the float path pyssl follows). CPU, 2 threads, B = 32 uint8 images of 256x256 (HWC).
 
-    PYTHONPATH=$PWD /root/peers/bin/python bench/bench_augment.py    # ~3 min, JSON ->
+    PYTHONPATH=$PWD /root/peers/bin/python bench/bench_augment.py    # ~5 min quiet, JSON ->
     python bench/report.py                                          # bench/.results/
 
 Cases: SimCLR two views at 224 (``SimCLRAugment()``: crop scale (0.08, 1), jitter p=0.8,
@@ -49,7 +49,7 @@ from pyssl.reference import augment as ref  # noqa: E402
 
 torch.set_num_threads(2)
 RESULTS = os.path.join(_HERE, ".results")
-B, SIDE = 64, 256
+B, SIDE = 32, 256
 CASES = {"simclr 2x224": A.SimCLRAugment, "dino 2x224+8x96": A.DINOAugment}
 IMPLS = ["pyssl", "eager", "torchvision"]
 

@@ -558,7 +558,7 @@ def augment_section(max_foreign: float | None, all_builds: bool) -> list[str]:
     m = runs[-1]["machine_info"]
     lines += [
         "Generated from runs of `bench/bench_augment.py` (see its docstring): CPU, 2 threads, "
-        "B = 64 uint8 images of 256x256; pyssl = `SimCLRAugment()` / `DINOAugment()` called on "
+        "B = 32 uint8 images of 256x256; pyssl = `SimCLRAugment()` / `DINOAugment()` called on "
         "the batch (sampling included); eager = the float32 reference one image and one op at a "
         "time; torchvision = its v1 transforms per image. Floor = compulsory bytes (uint8 crop "
         "pixels read + float32 views written) / copy bandwidth.",

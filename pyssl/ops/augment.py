@@ -248,49 +248,70 @@ def augment_view(
     _check_config(size, interpolation, blur_kernel_size, mean, std, dtype)
     p = _check_params(params, batch)
     chosen = resolve("augment_view", batch.device, backend)
-    out = torch.empty(len(batch), 3, size, size, dtype=dtype, device=batch.device)
-    interp = INTERPOLATIONS.index(interpolation)
-    if chosen == "reference":
-        return _reference_view(batch, p, size, interpolation, blur_kernel_size, mean, std, out)
     m, s = [float(v) for v in mean], [float(v) for v in std]
-    if chosen == "cpu":
-        table = batch.table(0)
+    interp = INTERPOLATIONS.index(interpolation)
+    if batch.batch is not None:  # one tensor: through the custom op (opcheck, torch.compile)
+        return _augment_view_op(batch.batch, p, size, interp, blur_kernel_size, m, s, dtype, chosen)
+    return _run(batch, p, size, interp, blur_kernel_size, m, s, dtype, chosen)
+
+
+def _run(
+    batch: ImageBatch,
+    p: Tensor,
+    size: int,
+    interp: int,
+    kernel: int,
+    m: list[float],
+    s: list[float],
+    dtype: torch.dtype,
+    backend: str,
+) -> Tensor:
+    out = torch.empty(len(batch), 3, size, size, dtype=dtype, device=batch.device)
+    if backend == "reference":
+        return _reference_view(batch, p, size, INTERPOLATIONS[interp], kernel, m, s, out)
+    if backend == "cpu":
         launch(
-            "augment", "augment_view", "cpu", 0, table, p, size, interp, blur_kernel_size, m, s, out
+            "augment", "augment_view", "cpu", 0, batch.table(0), p, size, interp, kernel, m, s, out
         )
         return out
     base, table = _device_buffer(batch)
-    if chosen == "triton":
-        launch(
-            "augment",
-            "augment_view",
-            "triton",
-            base,
-            table,
-            p,
-            size,
-            interp,
-            blur_kernel_size,
-            m,
-            s,
-            out,
-        )
+    if backend == "triton":
+        launch("augment", "augment_view", "triton", base, table, p, size, interp, kernel, m, s, out)
     else:
-        launch(
-            "augment",
-            "augment_view",
-            "cuda",
-            base.data_ptr(),
-            table.to(base.device),
-            p.to(base.device),
-            size,
-            interp,
-            blur_kernel_size,
-            m,
-            s,
-            out,
-        )
+        launch("augment", "augment_view", "cuda", base.data_ptr(), table.to(base.device),
+               p.to(base.device), size, interp, kernel, m, s, out)  # fmt: skip
     return out
+
+
+@torch.library.custom_op("pyssl::augment_view", mutates_args=())
+def _augment_view_op(
+    images: Tensor,
+    params: Tensor,
+    size: int,
+    interpolation: int,
+    blur_kernel_size: int,
+    mean: list[float],
+    std: list[float],
+    dtype: torch.dtype,
+    backend: str,
+) -> Tensor:
+    batch = as_image_batch(images)
+    return _run(batch, params, size, interpolation, blur_kernel_size, mean, std, dtype, backend)
+
+
+@_augment_view_op.register_fake
+def _augment_view_fake(
+    images: Tensor,
+    params: Tensor,
+    size: int,
+    interpolation: int,
+    blur_kernel_size: int,
+    mean: list[float],
+    std: list[float],
+    dtype: torch.dtype,
+    backend: str,
+) -> Tensor:
+    return images.new_empty((images.shape[0], 3, size, size), dtype=dtype)
 
 
 def _device_buffer(batch: ImageBatch) -> tuple[Tensor, Tensor]:

@@ -489,3 +489,10 @@ def test_gpu_backends_match_cpu(photos, backend):
     )
     assert gpu.device.type == "cuda"
     assert _levels(gpu.cpu(), _reference(photos, p, cfg), cfg) <= LEVEL
+
+
+def test_opcheck_batch_path():
+    imgs = torch.stack(_rand_images(13, [(12, 10)] * 2))
+    p = _fixed(2, height=8, width=9, brightness=1.2, sigma=0.7)
+    args = (imgs, p, 6, 0, 3, [0.5] * 3, [0.25] * 3, torch.float32, "cpu")
+    torch.library.opcheck(ops._augment_view_op, args)

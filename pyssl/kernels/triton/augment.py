@@ -345,6 +345,7 @@ def _gaussian_tables(sigma: torch.Tensor, k: int) -> torch.Tensor:
     s = torch.where(sigma > 0, sigma, 1.0).to(torch.float32)[:, None]
     w = torch.exp(-0.5 * (x[None, :] / s) ** 2)
     w = w / w.sum(-1, keepdim=True)
+    w = torch.where(w < 1e-30, torch.zeros_like(w), w)  # as augment.h: no subnormal taps
     return torch.where(sigma[:, None] > 0, w, torch.zeros_like(w)).contiguous()
 
 
