@@ -496,3 +496,11 @@ def test_opcheck_batch_path():
     p = _fixed(2, height=8, width=9, brightness=1.2, sigma=0.7)
     args = (imgs, p, 6, 0, 3, [0.5] * 3, [0.25] * 3, torch.float32, "cpu")
     torch.library.opcheck(ops._augment_view_op, args)
+
+
+def test_solarize_threshold_is_inclusive():
+    # torchvision inverts pixels >= threshold: 128 -> 127 and 127 stays (one level apart, so the
+    # one-level tolerance elsewhere cannot see this; compare exactly on an identity view).
+    img = torch.tensor([[[128, 127, 255]]], dtype=torch.uint8)  # [1, 1, 3]: r, g, b
+    out = ops.augment_view(img[None], _fixed(1, solarize=1), size=1, mean=(0, 0, 0), std=(1, 1, 1))
+    assert torch.allclose(out.flatten() * 255, torch.tensor([127.0, 127.0, 0.0]), atol=1e-3)
