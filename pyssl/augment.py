@@ -439,10 +439,10 @@ class SimCLRAugment(Augment):
 
 
 class BYOLAugment(Augment):
-    """BYOL (Grill et al. 2020, table 6): two asymmetric views of RandomResizedCrop(size,
-    scale=(0.08, 1)), flip, ColorJitter(0.4, 0.4, 0.2, 0.1) p=0.8, grayscale p=0.2, Gaussian
-    blur (kernel 23 at 224, sigma in [0.1, 2]) with p = ``blur_p`` per view (1.0, 0.1) and
-    solarize with p = ``solarize_p`` per view (0.0, 0.2)."""
+    """BYOL (Grill et al. 2020, appendix B, table 6): two asymmetric views of
+    RandomResizedCrop(size, scale=(0.08, 1), bicubic), flip, ColorJitter(0.4, 0.4, 0.2, 0.1)
+    p=0.8, grayscale p=0.2, Gaussian blur (kernel 23 at 224, sigma in [0.1, 2]) with p =
+    ``blur_p`` per view (1.0, 0.1) and solarize with p = ``solarize_p`` per view (0.0, 0.2)."""
 
     def __init__(
         self,
@@ -450,7 +450,7 @@ class BYOLAugment(Augment):
         *,
         scale: tuple[float, float] = (0.08, 1.0),
         ratio: tuple[float, float] = (3 / 4, 4 / 3),
-        interpolation: str = "bilinear",
+        interpolation: str = "bicubic",
         hflip_p: float = 0.5,
         jitter_p: float = 0.8,
         brightness: float | tuple[float, float] = 0.4,
