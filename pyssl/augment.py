@@ -220,7 +220,9 @@ def _sizes(sizes: object) -> Tensor:
         isinstance(sizes, Sequence)
         and len(sizes) > 0
         and all(
-            isinstance(s, Sequence) and len(s) == 2 and all(isinstance(v, int) for v in s)
+            isinstance(s, Sequence)
+            and len(s) == 2
+            and all(isinstance(v, (int, np.integer)) for v in s)
             for s in sizes
         )
     )

@@ -95,6 +95,8 @@ def _as_tensor(x: object, name: str) -> Tensor:
     if isinstance(x, np.ndarray):
         if x.dtype != np.uint8:
             raise TypeError(f"{name}: expected uint8 pixels, got numpy {x.dtype}")
+        if any(st < 0 for st in x.strides):  # torch cannot view negative strides (np.flip)
+            x = np.ascontiguousarray(x)
         return torch.from_numpy(x)
     if isinstance(x, Tensor):
         if x.dtype != torch.uint8:

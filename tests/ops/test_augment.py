@@ -182,7 +182,7 @@ def test_dino_multicrop_shapes_and_reference(photos):
         assert _levels(v, _reference(photos, p.pack(), cfg), cfg) <= LEVEL
 
 
-@pytest.mark.parametrize("layout", ["hwc", "chw", "numpy", "list_chw", "strided"])
+@pytest.mark.parametrize("layout", ["hwc", "chw", "numpy", "numpy_flipped", "list_chw", "strided"])
 def test_input_layouts_agree(layout):
     imgs = torch.stack(_rand_images(7, [(29, 35)] * 2))
     cfg = A.ViewConfig(size=20, jitter_p=1.0, blur_p=1.0, blur_kernel_size=5)
@@ -194,6 +194,8 @@ def test_input_layouts_agree(layout):
         x = imgs.permute(0, 3, 1, 2).contiguous()
     elif layout == "numpy":
         x = imgs.numpy()
+    elif layout == "numpy_flipped":  # negative strides: read through a copy
+        x = np.flip(imgs.numpy()[:, ::-1], axis=1)
     elif layout == "list_chw":
         x = [t.permute(2, 0, 1) for t in imgs]
     else:  # a non-contiguous view: every other column of a wider image
@@ -403,7 +405,7 @@ def test_bad_params():
     with pytest.raises(TypeError, match="dtype"):
         ops.augment_view(img, _fixed(2), size=4, dtype=torch.float64)
     aug = A.SimCLRAugment(size=4)
-    params = aug.sample([(10, 12)] * 3)
+    params = aug.sample([(np.int64(10), 12)] * 3)
     with pytest.raises(ValueError, match="3 samples for a batch of 2"):
         aug.apply(img, params)
     with pytest.raises(ValueError, match="1 views"):
