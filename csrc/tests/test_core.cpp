@@ -7,6 +7,7 @@
 #include <random>
 #include <vector>
 
+#include "augment/augment.h"
 #include "masking/masking.h"
 
 using namespace pyssl;
@@ -93,7 +94,50 @@ static void gather_matches_a_plain_loop() {
   EXPECT(threw);
 }
 
+// The augmentation math: resampling weights, the hue round trip, and the fused kernel on an
+// identity view (crop = whole image, output = input size), which must give back the normalised
+// source exactly up to float rounding.
+static void augment_identity_view_returns_the_source() {
+  float w[128];  // >= aa_max_taps(333, 17, bicubic) = 81
+  int64_t first = 0, count = 0;
+  augment::aa_weights(3, 10, 10, augment::kBilinear, first, count, w);
+  EXPECT(first == 3 && std::fabs(w[0] - 1.f) < 1e-6f);
+  EXPECT(augment::aa_max_taps(333, 17, augment::kBicubic) <= 128);
+  for (int64_t in : {7, 40, 333}) {
+    augment::aa_weights(5, in, 17, augment::kBicubic, first, count, w);
+    float total = 0.f;
+    for (int64_t j = 0; j < count; ++j) total += w[j];
+    EXPECT(count <= augment::aa_max_taps(in, 17, augment::kBicubic) && first + count <= in);
+    EXPECT(std::fabs(total - 1.f) < 1e-5f);
+  }
+  for (float r : {0.f, 17.f, 200.f, 255.f}) {
+    float a = r, b = 255.f - r / 2, c = 30.f;
+    augment::hue_shift(a, b, c, 0.f);
+    EXPECT(std::fabs(a - r) < 1e-3f && std::fabs(b - (255.f - r / 2)) < 1e-3f);
+  }
+  EXPECT(augment::reflect(-2, 5) == 2 && augment::reflect(6, 5) == 2);
+
+  const int64_t H = 5, W = 7;
+  std::vector<uint8_t> img(H * W * 3);
+  for (size_t i = 0; i < img.size(); ++i) img[i] = static_cast<uint8_t>((i * 37) % 256);
+  std::vector<int64_t> table = {0, H, W, W * 3, 3, 1};
+  std::vector<double> params = {0, 0, H, W, 0, 1, 1, 1, 0, 0, 1, 2, 3, 0, 0, 0};
+  std::vector<float> out(3 * H * H, NAN);
+  const View t = view_of(table.data(), DType::i64, {1, 6});
+  const View p = view_of(params.data(), DType::f64, {1, augment::kParams});
+  // A square view of the top-left 5x5 pixels (crop box H x H).
+  params[augment::kWidth] = H;
+  const View o = view_of(out.data(), DType::f32, {1, 3, H, H});
+  augment::cpu::augment_view(reinterpret_cast<uintptr_t>(img.data()), t, p, H, 0, 1, {0, 0, 0},
+                             {1, 1, 1}, o, 0);
+  for (int64_t c = 0; c < 3; ++c)
+    for (int64_t y = 0; y < H; ++y)
+      for (int64_t x = 0; x < H; ++x)
+        EXPECT(std::fabs(out[(c * H + y) * H + x] * 255.f - img[(y * W + x) * 3 + c]) < 1e-3f);
+}
+
 int main() {
+  augment_identity_view_returns_the_source();
   stable_rank_is_a_stable_argsort();
   half_roundtrips_every_value();
   gather_matches_a_plain_loop();
