@@ -75,8 +75,9 @@ def _beit_one(
         max_mask = min(num_masking - count, max_num)
         delta = 0
         for _attempt in range(10):
-            target_area = rng.uniform(min_num, max_mask)
-            aspect = math.exp(rng.uniform(log_lo, log_hi))
+            # Python's random.uniform(a, b) = a + (b - a) * random(), also for b < a
+            target_area = min_num + (max_mask - min_num) * rng.random()
+            aspect = math.exp(log_lo + (log_hi - log_lo) * rng.random())
             h = int(np.rint(math.sqrt(target_area * aspect)))
             w = int(np.rint(math.sqrt(target_area / aspect)))
             if w < width and h < height:
@@ -275,10 +276,12 @@ def _ijepa_block(
     n_regions: int,
     min_keep: int,
     out_idx: np.ndarray,
+    out_region: int,
 ) -> int:
     """One block of h x w patches, constrained to the first ``n_regions`` acceptable regions;
-    its patch indices go to out_idx (row-major); returns their count. After 20 failed draws one
-    more constraint is dropped, so with none left any block (h * w > min_keep) succeeds."""
+    its patch indices go to out_idx (row-major), its complement to regions[out_region]; returns
+    the count. After 20 failed draws one more constraint is dropped, so with none left any
+    block (h * w > min_keep) succeeds."""
     tries = 0
     timeout = 20
     while True:
@@ -297,9 +300,10 @@ def _ijepa_block(
                     out_idx[count] = i * width + j
                     count += 1
         if count > min_keep:
+            regions[out_region, :, :] = True
             for i in range(top, top + h):
                 for j in range(left, left + w):
-                    regions[n_regions, i, j] = False  # this block's complement, for the caller
+                    regions[out_region, i, j] = False
             return count
         timeout -= 1
         if timeout == 0:
@@ -324,18 +328,19 @@ def _ijepa_batch(
     pred: np.ndarray,
     pred_n: np.ndarray,
 ) -> None:
+    # regions[k]: the complement of target block k; regions[npred]: scratch
     regions = np.ones((npred + 1, height, width), dtype=np.bool_)
+    ph, pw = p_size
+    eh, ew = e_size
     for b in range(batch):
         for k in range(npred):
-            regions[npred, :, :] = True
             pred_n[b, k] = _ijepa_block(
-                rng, height, width, p_size[0], p_size[1], regions, 0, min_keep, pred[b, k]
+                rng, height, width, ph, pw, regions, 0, min_keep, pred[b, k], k
             )
-            regions[k, :, :] = regions[npred, :, :]  # the complement of target block k
         n_regions = 0 if allow_overlap else npred
         for k in range(nenc):
             enc_n[b, k] = _ijepa_block(
-                rng, height, width, e_size[0], e_size[1], regions, n_regions, min_keep, enc[b, k]
+                rng, height, width, eh, ew, regions, n_regions, min_keep, enc[b, k], npred
             )
 
 
