@@ -33,7 +33,7 @@ import torch
 import triton
 import triton.language as tl
 
-from pyssl.kernels.triton.contrastive import _dot, _lse_of
+from pyssl.kernels.triton.contrastive import _dot
 
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 _FLOAT_DTYPES = (torch.float32, torch.bfloat16, torch.float16, torch.float64)
