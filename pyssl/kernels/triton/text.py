@@ -37,7 +37,7 @@ from pyssl.kernels.triton.contrastive import _dot
 
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 _FLOAT_DTYPES = (torch.float32, torch.bfloat16, torch.float16, torch.float64)
-IGNORE = -100
+IGNORE = tl.constexpr(-100)
 
 # ------------------------------------------------------------------------------ token masking
 
