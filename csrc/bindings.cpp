@@ -137,6 +137,10 @@ void bind_text_cpu(M& m) {
   sub.def("lm_loss_backward", &ns::lm_loss_backward, py::arg("hidden"), py::arg("weight"),
           py::arg("bias"), py::arg("labels"), py::arg("ignore_index"), py::arg("lse"),
           py::arg("grad"), py::arg("dhidden"), py::arg("dweight"), py::arg("dbias"), nogil);
+  sub.def("lm_loss_fused", &ns::lm_loss_fused, py::arg("hidden"), py::arg("weight"),
+          py::arg("bias"), py::arg("labels"), py::arg("ignore_index"), py::arg("mean"),
+          py::arg("loss"), py::arg("lse"), py::arg("dhidden"), py::arg("dweight"), py::arg("dbias"),
+          nogil);
 }
 
 PYBIND11_MODULE(_C, m) {

@@ -66,6 +66,8 @@ PYSSL_HD int token_class(float u, float mask_replace_prob, float random_replace_
 // lm_loss_backward: with g[n] (the upstream gradient of loss[n]) and G_nv = g[n] (softmax_nv -
 //   [v == label_n]): dhidden = G weight, dweight = G^T hidden, dbias = sum_n G (any of them may
 //   be none). Rows without a label get zero gradient.
+// lm_loss_fused: lm_loss_forward, and the gradients of sum_n loss[n] (mean: divided by the
+//   number of labelled rows) in the same sweep, without recomputing the logits.
 // The logits are computed in vocabulary chunks and never held whole; results do not depend on
 // the thread count.
 namespace cpu {
@@ -77,6 +79,9 @@ void lm_loss_forward(const View& hidden, const View& weight, const View& bias, c
 void lm_loss_backward(const View& hidden, const View& weight, const View& bias, const View& labels,
                       int64_t ignore_index, const View& lse, const View& grad, const View& dhidden,
                       const View& dweight, const View& dbias);
+void lm_loss_fused(const View& hidden, const View& weight, const View& bias, const View& labels,
+                   int64_t ignore_index, bool mean, const View& loss, const View& lse,
+                   const View& dhidden, const View& dweight, const View& dbias);
 }  // namespace cpu
 
 }  // namespace pyssl::text

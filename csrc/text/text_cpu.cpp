@@ -17,6 +17,7 @@
 #include <cmath>
 #include <limits>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #ifdef _OPENMP
@@ -164,6 +165,25 @@ std::vector<int64_t> check_loss_inputs(const View& hidden, const View& weight, c
   return rows;
 }
 
+void check_grads(const View& hidden, const View& weight, const View& dhidden, const View& dweight,
+                 const View& dbias) {
+  if (!dhidden.none()) {
+    check_view(dhidden, "dhidden", 2, true);
+    check(dhidden.dtype == hidden.dtype && dhidden.shape == hidden.shape,
+          "dhidden: expected hidden's shape and dtype");
+  }
+  if (!dweight.none()) {
+    check_view(dweight, "dweight", 2, true);
+    check(dweight.dtype == weight.dtype && dweight.shape == weight.shape,
+          "dweight: expected weight's shape and dtype");
+  }
+  if (!dbias.none()) {
+    check_view(dbias, "dbias", 1, true);
+    check(dbias.dtype == hidden.dtype && dbias.size(0) == weight.size(0),
+          "dbias: expected one entry per vocabulary row, of hidden's dtype");
+  }
+}
+
 void check_stat(const View& v, const char* name, int64_t n, DType acc) {
   check_view(v, name, 1, true);
   check(v.dtype == acc && v.size(0) == n,
@@ -203,23 +223,24 @@ struct LmProblem {
 };
 
 // Packs weight rows [c0, c0 + nc) (and their bias) as strips of the transpose, kb
-// [ceil(nc/16)][Hp][16] zero-padded, and, when wc is given, row-major wc [nc][Hp].
+// [ceil(nc/16)][Hp][16] zero-padded (the logits GEMM's B), and, when ws is given, as strips of
+// the rows, ws [Hp/16][kChunk][16] (the dh GEMM's B: vocabulary rows are its k).
 template <typename T, typename A>
 void pack_chunk(const LmProblem<T>& P, const View& weight, const View& bias, int64_t c0, int64_t nc,
-                A* kb, A* wc) {
+                A* kb, A* ws) {
   const T* w = weight.data<T>();
   const T* bv = P.has_bias ? bias.data<T>() : nullptr;
   const int64_t Hp = P.Hp, H = P.H;
   for (int64_t j = 0; j < round_up(nc, kLanes); ++j) {
     A* strip = kb + (j / kLanes) * Hp * kLanes + j % kLanes;
-    A* row = wc ? wc + j * Hp : nullptr;
+    A* row = ws && j < nc ? ws + j * kLanes : nullptr;
     const bool in = j < nc;
     const T* src = w + (c0 + j) * H;
     for (int64_t d = 0; d < Hp; ++d) {
       A v = A(0);
       if (in) v = d < H ? A(load(src + d)) : (d == H && bv ? A(load(bv + c0 + j)) : A(0));
       strip[d * kLanes] = v;
-      if (row && in) row[d] = v;
+      if (row) row[(d / kLanes) * kChunk * kLanes + d % kLanes] = v;
     }
   }
 }
@@ -327,6 +348,14 @@ void lm_backward_impl(const View& hidden, const View& weight, const View& bias, 
     ry[static_cast<size_t>(i)] = lab[n];
   }
   std::vector<A> dhp(want_dh ? static_cast<size_t>(P.slots * M * Hp) : 0);
+  // The gathered rows again as strips [Hp/16][M][16]: the dweight GEMM's B (rows are its k).
+  std::vector<A> hstrips(want_col ? static_cast<size_t>(M * Hp) : 0);
+  if (want_col)
+    parallel_for(M, [&](int64_t i) {
+      for (int64_t d = 0; d < Hp; ++d)
+        hstrips[static_cast<size_t>((d / kLanes) * M * kLanes + i * kLanes + d % kLanes)] =
+            P.hs[static_cast<size_t>(i * Hp + d)];
+    });
   T* dw = want_dw ? dweight.data<T>() : nullptr;
   T* db = want_db ? dbias.data<T>() : nullptr;
   if (want_dw) prepare_output(dweight);
@@ -357,11 +386,11 @@ void lm_backward_impl(const View& hidden, const View& weight, const View& bias, 
               if (j >= 0 && j < ncols) t[i * kBN + j] -= rw[static_cast<size_t>(r0 + i)];
             }
             if (dh)
-              K.gemm(Gemm<A>{nr, Hp / kLanes, ncols, t, kBN, 1, wc.data() + k0 * Hp, kLanes, Hp,
-                             dh + r0 * Hp, Hp, true});
+              K.gemm(Gemm<A>{nr, Hp / kLanes, ncols, t, kBN, 1, wc.data() + k0 * kLanes,
+                             kChunk * kLanes, kLanes, dh + r0 * Hp, Hp, true});
             if (want_col)
-              K.gemm(Gemm<A>{ncols, Hp / kLanes, nr, t, 1, kBN, P.hs.data() + r0 * Hp, kLanes, Hp,
-                             dwc.data() + k0 * Hp, Hp, true});
+              K.gemm(Gemm<A>{ncols, Hp / kLanes, nr, t, 1, kBN, hstrips.data() + r0 * kLanes,
+                             M * kLanes, kLanes, dwc.data() + k0 * Hp, Hp, true});
           }
         }
         for (int64_t j = 0; j < nc && want_col; ++j) {
@@ -390,6 +419,200 @@ void lm_backward_impl(const View& hidden, const View& weight, const View& bias, 
   });
 }
 
+// The forward and the gradients in one sweep (3 GEMMs instead of the recomputing backward's
+// 4), for losses whose upstream gradient is one scalar (a sum or a mean). The labelled rows are
+// taken 128 (kBN) at a time; a row block's logits over the whole vocabulary live in `logits`
+// [tiles][kBM x kBN] (vocabulary rows x hidden rows: the transposed problem, so that weight
+// rows are GEMM1's row-major A and need no packing), written once by GEMM1 and turned into G in
+// place after the row block's log-sum-exp is known. Phases per row block, each parallel over
+// kSlots fixed vocabulary slots: (A) logits and per-slot column statistics; merge; (B) G, then
+// dweight rows (owned by the slot) and a dhidden partial per slot; merge in slot order.
+template <typename T>
+void lm_fused_impl(const View& hidden, const View& weight, const View& bias, const View& labels,
+                   std::vector<int64_t> sel, bool mean, const View& loss, const View& lse,
+                   const View& dhidden, const View& dweight, const View& dbias) {
+  using A = typename Acc<T>::type;
+  const LmProblem<T> P(hidden, weight, bias, std::move(sel));
+  const Kernels<A> K = tile_kernels<A>();
+  const A ninf = -std::numeric_limits<A>::infinity();
+  const int64_t M = P.M, Hp = P.Hp, H = P.H, V = P.V;
+  const int64_t tiles = (V + kBM - 1) / kBM;
+  const int64_t slots = std::min(kSlots, tiles);
+  auto first_tile = [&](int64_t s) { return tiles * s / slots; };
+  const T* w = weight.data<T>();
+  const T* bv = P.has_bias ? bias.data<T>() : nullptr;
+  const int64_t* lab = labels.data<int64_t>();
+  const bool want_dh = !dhidden.none(), want_dw = !dweight.none(), want_db = !dbias.none();
+  // Weight rows serve as A (GEMM1) and B (dhidden GEMM) directly when they are A-typed rows of
+  // a multiple of 16; otherwise each tile is converted into a padded per-thread copy. The hs
+  // bias column (P.hs[., H] = 1) is not used here: the bias is added to the tile instead.
+  const bool direct = std::is_same<T, A>::value && H % kLanes == 0;
+  const int64_t Hk = round_up(H, kLanes);  // k of GEMM1, width of the gradient GEMMs
+  const bool dw_direct = direct && want_dw;
+  std::vector<A> dw_acc(want_dw && !dw_direct ? static_cast<size_t>(V * Hk) : 0);
+  A* dwp =
+      want_dw ? (dw_direct ? reinterpret_cast<A*>(dweight.data<T>()) : dw_acc.data()) : nullptr;
+  std::vector<A> db_acc(want_db ? static_cast<size_t>(V) : 0, A(0));
+  if (want_dw && dw_direct) prepare_output(dweight);
+  A* lo = loss.data<A>();
+  A* ls = lse.data<A>();
+  std::fill(lo, lo + P.N, A(0));
+  std::fill(ls, ls + P.N, A(0));
+  T* dh_out = want_dh ? dhidden.data<T>() : nullptr;
+  if (want_dh) {
+    prepare_output(dhidden);
+    parallel_chunks(P.N * H, 1 << 16, [&](int64_t i0, int64_t i1) {
+      for (int64_t i = i0; i < i1; ++i) store(dh_out + i, A(0));
+    });
+  }
+  if (M == 0) {
+    if (want_dw) std::fill(dwp, dwp + (dw_direct ? V * H : V * Hk), A(0));
+  } else {
+    std::vector<A> logits(static_cast<size_t>(tiles * kBM * kBN));
+    std::vector<A> hst(static_cast<size_t>(Hk * kBN));  // row block^T strips [8][Hk][16]
+    std::vector<A> hrs(static_cast<size_t>(Hk * kBN));  // row block strips [Hk/16][128][16]
+    std::vector<A> cm(static_cast<size_t>(slots * kBN)), cl(static_cast<size_t>(slots * kBN));
+    std::vector<A> tgt(static_cast<size_t>(slots * kBN));
+    std::vector<A> row_lse(static_cast<size_t>(kBN)), row_w(static_cast<size_t>(kBN));
+    std::vector<A> dhp(want_dh ? static_cast<size_t>(slots * kBN * Hk) : 0);
+    const A weight_of_row = mean ? A(1) / static_cast<A>(M) : A(1);
+    const int threads = static_cast<int>(std::min<int64_t>(num_threads(), slots));
+    std::vector<A> wconv(direct ? 0 : static_cast<size_t>(threads * kBM * Hk));
+    // Tile t's weight rows as fp32 rows of stride Hk (the weight itself, or a converted copy).
+    auto weight_rows = [&](int64_t t, int tid) -> const A* {
+      if (direct) return reinterpret_cast<const A*>(w) + t * kBM * H;
+      A* dst = wconv.data() + static_cast<size_t>(tid) * kBM * Hk;
+      const int64_t nv = std::min(kBM, V - t * kBM);
+      for (int64_t v = 0; v < nv; ++v)
+        for (int64_t d = 0; d < Hk; ++d)
+          dst[v * Hk + d] = d < H ? A(load(w + (t * kBM + v) * H + d)) : A(0);
+      return dst;
+    };
+    for (int64_t r0 = 0; r0 < M; r0 += kBN) {
+      const int64_t nr = std::min(kBN, M - r0);
+      // This row block, packed for GEMM1's B (h^T strips) and the dweight GEMM's B (h strips).
+      std::fill(hst.begin(), hst.end(), A(0));
+      for (int64_t i = 0; i < nr; ++i)
+        for (int64_t d = 0; d < H; ++d) {
+          const A x = P.hs[static_cast<size_t>((r0 + i) * Hp + d)];
+          hst[static_cast<size_t>((i / kLanes) * Hk * kLanes + d * kLanes + i % kLanes)] = x;
+          hrs[static_cast<size_t>((d / kLanes) * kBN * kLanes + i * kLanes + d % kLanes)] = x;
+        }
+      for (int64_t i = nr; i < kBN; ++i)
+        for (int64_t d = 0; d < Hk; ++d)
+          hrs[static_cast<size_t>((d / kLanes) * kBN * kLanes + i * kLanes + d % kLanes)] = A(0);
+      const int64_t nstrips = (nr + kLanes - 1) / kLanes;
+      // (A) logits, column statistics and target logits per slot
+#pragma omp parallel for schedule(dynamic, 1) num_threads(threads) if (threads > 1)
+      for (int64_t s = 0; s < slots; ++s) {
+#ifdef _OPENMP
+        const int tid = omp_get_thread_num();
+#else
+        const int tid = 0;
+#endif
+        const FlushDenormals ftz;
+        A* m = cm.data() + s * kBN;
+        A* l = cl.data() + s * kBN;
+        A* tg = tgt.data() + s * kBN;
+        std::fill(m, m + kBN, ninf);
+        std::fill(l, l + kBN, A(0));
+        std::fill(tg, tg + kBN, A(0));
+        for (int64_t t = first_tile(s); t < first_tile(s + 1); ++t) {
+          const int64_t v0 = t * kBM, nv = std::min(kBM, V - v0);
+          A* buf = logits.data() + t * kBM * kBN;
+          K.gemm(Gemm<A>{nv, nstrips, Hk, weight_rows(t, tid), direct ? H : Hk, 1, hst.data(),
+                         Hk * kLanes, kLanes, buf, kBN, false});
+          if (bv)
+            for (int64_t v = 0; v < nv; ++v) {
+              const A b = load(bv + v0 + v);
+              for (int64_t i = 0; i < nr; ++i) buf[v * kBN + i] += b;
+            }
+          for (int64_t i = 0; i < nr; ++i) {
+            const int64_t v = lab[P.rows[static_cast<size_t>(r0 + i)]] - v0;
+            if (v >= 0 && v < nv) tg[i] = buf[v * kBN + i];
+          }
+          K.lse_fwd_tile(buf, nv, nr, A(1), kNoMark, nullptr, nullptr, m, l);
+        }
+      }
+      // merge the slots in order; this block's lse, loss and gradient weights
+      std::fill(row_lse.begin(), row_lse.end(), std::numeric_limits<A>::infinity());
+      std::fill(row_w.begin(), row_w.end(), A(0));
+      for (int64_t i = 0; i < nr; ++i) {
+        double mm = cm[static_cast<size_t>(i)], ll = cl[static_cast<size_t>(i)];
+        double target = tgt[static_cast<size_t>(i)];
+        for (int64_t s = 1; s < slots; ++s) {
+          lse_merge<double>(mm, ll, cm[static_cast<size_t>(s * kBN + i)],
+                            cl[static_cast<size_t>(s * kBN + i)]);
+          target += tgt[static_cast<size_t>(s * kBN + i)];
+        }
+        const double value = lse_value(mm, ll);
+        const int64_t n = P.rows[static_cast<size_t>(r0 + i)];
+        ls[n] = static_cast<A>(value);
+        lo[n] = static_cast<A>(value - target);
+        row_lse[static_cast<size_t>(i)] = static_cast<A>(value);
+        row_w[static_cast<size_t>(i)] = weight_of_row;
+      }
+      // (B) G in place, dweight rows, dbias, dhidden partials
+#pragma omp parallel for schedule(dynamic, 1) num_threads(threads) if (threads > 1)
+      for (int64_t s = 0; s < slots; ++s) {
+#ifdef _OPENMP
+        const int tid = omp_get_thread_num();
+#else
+        const int tid = 0;
+#endif
+        const FlushDenormals ftz;
+        A* dh = want_dh ? dhp.data() + s * kBN * Hk : nullptr;
+        if (dh) std::fill(dh, dh + kBN * Hk, A(0));
+        for (int64_t t = first_tile(s); t < first_tile(s + 1); ++t) {
+          const int64_t v0 = t * kBM, nv = std::min(kBM, V - v0);
+          A* buf = logits.data() + t * kBM * kBN;
+          K.lse_bwd_tile(buf, nv, nr, A(1), kNoMark, nullptr, nullptr, row_lse.data(),
+                         row_w.data());
+          for (int64_t i = 0; i < nr; ++i) {
+            const int64_t v = lab[P.rows[static_cast<size_t>(r0 + i)]] - v0;
+            if (v >= 0 && v < nv) buf[v * kBN + i] -= row_w[static_cast<size_t>(i)];
+          }
+          if (want_dw)
+            K.gemm(Gemm<A>{nv, Hk / kLanes, nr, buf, kBN, 1, hrs.data(), kBN * kLanes, kLanes,
+                           dwp + v0 * (dw_direct ? H : Hk), dw_direct ? H : Hk, r0 > 0});
+          if (want_db)
+            for (int64_t v = 0; v < nv; ++v) {
+              A sum = 0;
+              for (int64_t i = 0; i < nr; ++i) sum += buf[v * kBN + i];
+              db_acc[static_cast<size_t>(v0 + v)] += sum;
+            }
+          if (dh)
+            K.gemm(Gemm<A>{nr, Hk / kLanes, nv, buf, 1, kBN, weight_rows(t, tid), kLanes,
+                           direct ? H : Hk, dh, Hk, true});
+        }
+      }
+      if (want_dh)
+        parallel_for(nr, [&](int64_t i) {
+          T* dst = dh_out + P.rows[static_cast<size_t>(r0 + i)] * H;
+          for (int64_t d = 0; d < H; ++d) {
+            A v = dhp[static_cast<size_t>(i * Hk + d)];
+            for (int64_t s = 1; s < slots; ++s)
+              v += dhp[static_cast<size_t>((s * kBN + i) * Hk + d)];
+            store(dst + d, v);
+          }
+        });
+    }
+  }
+  if (want_dw && !dw_direct) {
+    T* dst = dweight.data<T>();
+    prepare_output(dweight);
+    parallel_chunks(V, 64, [&](int64_t v0, int64_t v1) {
+      for (int64_t v = v0; v < v1; ++v)
+        for (int64_t d = 0; d < H; ++d)
+          store(dst + v * H + d, dw_acc[static_cast<size_t>(v * Hk + d)]);
+    });
+  }
+  if (want_db) {
+    T* dst = dbias.data<T>();
+    for (int64_t v = 0; v < V; ++v) store(dst + v, db_acc[static_cast<size_t>(v)]);
+  }
+}
+
 }  // namespace
 
 void lm_loss_forward(const View& hidden, const View& weight, const View& bias, const View& labels,
@@ -410,24 +633,24 @@ void lm_loss_backward(const View& hidden, const View& weight, const View& bias, 
   const DType acc = hidden.dtype == DType::f64 ? DType::f64 : DType::f32;
   check_stat(lse, "lse", hidden.size(0), acc);
   check_stat(grad, "grad", hidden.size(0), acc);
-  if (!dhidden.none()) {
-    check_view(dhidden, "dhidden", 2, true);
-    check(dhidden.dtype == hidden.dtype && dhidden.shape == hidden.shape,
-          "dhidden: expected hidden's shape and dtype");
-  }
-  if (!dweight.none()) {
-    check_view(dweight, "dweight", 2, true);
-    check(dweight.dtype == weight.dtype && dweight.shape == weight.shape,
-          "dweight: expected weight's shape and dtype");
-  }
-  if (!dbias.none()) {
-    check_view(dbias, "dbias", 1, true);
-    check(dbias.dtype == hidden.dtype && dbias.size(0) == weight.size(0),
-          "dbias: expected one entry per vocabulary row, of hidden's dtype");
-  }
+  check_grads(hidden, weight, dhidden, dweight, dbias);
   dispatch_float(hidden.dtype, [&](auto tag) {
     lm_backward_impl<decltype(tag)>(hidden, weight, bias, labels, std::move(rows), lse, grad,
                                     dhidden, dweight, dbias);
+  });
+}
+
+void lm_loss_fused(const View& hidden, const View& weight, const View& bias, const View& labels,
+                   int64_t ignore_index, bool mean, const View& loss, const View& lse,
+                   const View& dhidden, const View& dweight, const View& dbias) {
+  std::vector<int64_t> rows = check_loss_inputs(hidden, weight, bias, labels, ignore_index);
+  const DType acc = hidden.dtype == DType::f64 ? DType::f64 : DType::f32;
+  check_stat(loss, "loss", hidden.size(0), acc);
+  check_stat(lse, "lse", hidden.size(0), acc);
+  check_grads(hidden, weight, dhidden, dweight, dbias);
+  dispatch_float(hidden.dtype, [&](auto tag) {
+    lm_fused_impl<decltype(tag)>(hidden, weight, bias, labels, std::move(rows), mean, loss, lse,
+                                 dhidden, dweight, dbias);
   });
 }
 

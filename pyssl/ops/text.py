@@ -11,9 +11,13 @@ torch's global one): a token's fate depends on the seed and its position only, s
 the same on every backend and for every thread count. The law is Hugging Face's; the random
 stream is not (see :func:`mask_tokens`).
 
-The losses gather nothing and materialise nothing: the kernels sweep the vocabulary in chunks
-with an online log-sum-exp over the labelled rows, and the backward recomputes each tile of
-logits (4 matmuls of 2*M*V*H FLOPs for M labelled rows, against eager's 3). Inputs in float32,
+The losses never hold the full logits. Under autograd with a ``"mean"`` or ``"sum"``
+reduction the CPU kernel computes the loss and its gradients in one sweep: 128 labelled rows
+at a time against the whole vocabulary (one ``[V, 128]`` block of logits), 3 matmuls of
+``2*M*V*H`` FLOPs for M labelled rows, as eager; the gradients are stored and scaled by the
+upstream scalar in the backward. Otherwise (``"none"``, no grad, GPU) the forward sweeps the
+vocabulary in chunks with an online log-sum-exp and the backward recomputes each tile (4
+matmuls). Inputs in float32,
 bfloat16, float16 (float64 too), accumulation in float32, gradients in the input dtype.
 """
 
@@ -530,6 +534,109 @@ def _lm_grad(ctx, grad_loss, _grad_lse):  # type: ignore[no-untyped-def]
 _lm_loss.register_autograd(_lm_grad, setup_context=_lm_setup)
 
 
+@torch.library.custom_op("pyssl::lm_loss_train", mutates_args=())
+def _lm_loss_train(
+    hidden: Tensor,
+    weight: Tensor,
+    bias: Tensor | None,
+    labels: Tensor,
+    ignore_index: int,
+    mean: bool,
+    want_dh: bool,
+    want_dw: bool,
+    want_db: bool,
+    backend: str,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """The summed (or mean) loss together with its gradients, computed in the forward: the CPU
+    kernel sweeps the logits once (3 matmuls, no recomputation). The autograd formula scales
+    the stored gradients by the upstream scalar."""
+    hidden, weight, labels = hidden.contiguous(), weight.contiguous(), labels.contiguous()
+    bias = bias.contiguous() if bias is not None else None
+    count = (labels != ignore_index).sum()
+    if backend != "cpu":
+        rows, lse = _lm_loss(hidden, weight, bias, labels, ignore_index, backend)
+        total = rows.sum() / count if mean else rows.sum()
+        keep = labels != ignore_index
+        grad = torch.where(keep, 1.0 / count if mean else 1.0, 0.0).to(lse.dtype)
+        dh, dw, db = _lm_loss_backward(
+            hidden,
+            weight,
+            bias,
+            labels,
+            ignore_index,
+            lse,
+            grad,
+            want_dh,
+            want_dw,
+            want_db,
+            backend,
+        )
+        return total, dh, dw, db
+    dt = _stat_dtype(hidden)
+    rows = hidden.new_empty(hidden.shape[0], dtype=dt)
+    lse = torch.empty_like(rows)
+    _, dh, dw, db = _lm_loss_train_fake(
+        hidden, weight, bias, labels, ignore_index, mean, want_dh, want_dw, want_db, backend
+    )
+    launch(
+        "text",
+        "lm_loss_fused",
+        backend,
+        hidden,
+        weight,
+        bias,
+        labels,
+        ignore_index,
+        mean,
+        rows,
+        lse,
+        dh if want_dh else None,
+        dw if want_dw else None,
+        db if want_db else None,
+    )
+    total = rows.sum() / count if mean else rows.sum()
+    return total, dh, dw, db
+
+
+@_lm_loss_train.register_fake
+def _lm_loss_train_fake(
+    hidden, weight, bias, labels, ignore_index, mean, want_dh, want_dw, want_db, backend
+):  # type: ignore[no-untyped-def]  # noqa: E501
+    return (
+        hidden.new_empty((), dtype=_stat_dtype(hidden)),
+        torch.empty_like(hidden) if want_dh else hidden.new_empty(0),
+        torch.empty_like(weight) if want_dw else weight.new_empty(0),
+        hidden.new_empty(weight.shape[0]) if want_db else hidden.new_empty(0),
+    )
+
+
+def _lm_train_setup(ctx, inputs, output):  # type: ignore[no-untyped-def]
+    _, dh, dw, db = output
+    ctx.save_for_backward(dh, dw, db)
+    ctx.want = inputs[6:9]
+    ctx.mark_non_differentiable(dh, dw, db)
+
+
+def _lm_train_grad(ctx, grad_total, _gh, _gw, _gb):  # type: ignore[no-untyped-def]
+    dh, dw, db = ctx.saved_tensors
+    want_dh, want_dw, want_db = ctx.want
+    return (
+        (dh * grad_total).to(dh.dtype) if want_dh else None,
+        (dw * grad_total).to(dw.dtype) if want_dw else None,
+        (db * grad_total).to(db.dtype) if want_db else None,
+        None,
+        None,
+        None,
+        None,
+        None,
+        None,
+        None,
+    )
+
+
+_lm_loss_train.register_autograd(_lm_train_grad, setup_context=_lm_train_setup)
+
+
 def _check_lm_args(
     hidden: object, weight: object, labels: object, bias: object, reduction: object
 ) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
@@ -609,9 +716,14 @@ def masked_lm_loss(
     if not isinstance(ignore_index, int) or isinstance(ignore_index, bool):
         raise TypeError(f"ignore_index: expected an int, got {type(ignore_index).__name__}")
     flat = h.reshape(-1, h.shape[-1])
-    rows, _ = _lm_loss(
-        flat, w, b, lab.reshape(-1), ignore_index, resolve("lm_loss", h.device, backend)
-    )
+    be = resolve("lm_loss", h.device, backend)
+    need = [t.requires_grad for t in (h, w)] + [b is not None and b.requires_grad]
+    if reduction != "none" and torch.is_grad_enabled() and any(need):
+        total, _, _, _ = _lm_loss_train(
+            flat, w, b, lab.reshape(-1), ignore_index, reduction == "mean", *need, be
+        )
+        return total.to(h.dtype)
+    rows, _ = _lm_loss(flat, w, b, lab.reshape(-1), ignore_index, be)
     if reduction == "none":
         return rows.view(lab.shape).to(h.dtype)
     total = rows.sum()
