@@ -546,18 +546,18 @@ def _lm_loss_train(
     want_dw: bool,
     want_db: bool,
     backend: str,
-) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """The summed (or mean) loss together with its gradients, computed in the forward: the CPU
-    kernel sweeps the logits once (3 matmuls, no recomputation). The autograd formula scales
-    the stored gradients by the upstream scalar."""
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """The summed (or mean) loss, the rows' log-sum-exp and the loss's gradients, computed in
+    the forward: the CPU kernel sweeps the logits once (3 matmuls, no recomputation). The
+    autograd formula scales the stored gradients by the upstream scalar."""
     hidden, weight, labels = hidden.contiguous(), weight.contiguous(), labels.contiguous()
     bias = bias.contiguous() if bias is not None else None
     count = (labels != ignore_index).sum()
     if backend != "cpu":
         rows, lse = _lm_loss(hidden, weight, bias, labels, ignore_index, backend)
         total = rows.sum() / count if mean else rows.sum()
-        keep = labels != ignore_index
-        grad = torch.where(keep, 1.0 / count if mean else 1.0, 0.0).to(lse.dtype)
+        keep = (labels != ignore_index).to(lse.dtype)
+        grad = keep / count if mean else keep
         dh, dw, db = _lm_loss_backward(
             hidden,
             weight,
@@ -571,11 +571,11 @@ def _lm_loss_train(
             want_db,
             backend,
         )
-        return total, dh, dw, db
+        return total, lse, dh, dw, db
     dt = _stat_dtype(hidden)
     rows = hidden.new_empty(hidden.shape[0], dtype=dt)
     lse = torch.empty_like(rows)
-    _, dh, dw, db = _lm_loss_train_fake(
+    _, _, dh, dw, db = _lm_loss_train_fake(
         hidden, weight, bias, labels, ignore_index, mean, want_dh, want_dw, want_db, backend
     )
     launch(
@@ -595,15 +595,17 @@ def _lm_loss_train(
         db if want_db else None,
     )
     total = rows.sum() / count if mean else rows.sum()
-    return total, dh, dw, db
+    return total, lse, dh, dw, db
 
 
 @_lm_loss_train.register_fake
 def _lm_loss_train_fake(
     hidden, weight, bias, labels, ignore_index, mean, want_dh, want_dw, want_db, backend
 ):  # type: ignore[no-untyped-def]  # noqa: E501
+    dt = _stat_dtype(hidden)
     return (
-        hidden.new_empty((), dtype=_stat_dtype(hidden)),
+        hidden.new_empty((), dtype=dt),
+        hidden.new_empty(hidden.shape[0], dtype=dt),
         torch.empty_like(hidden) if want_dh else hidden.new_empty(0),
         torch.empty_like(weight) if want_dw else weight.new_empty(0),
         hidden.new_empty(weight.shape[0]) if want_db else hidden.new_empty(0),
@@ -611,19 +613,47 @@ def _lm_loss_train_fake(
 
 
 def _lm_train_setup(ctx, inputs, output):  # type: ignore[no-untyped-def]
-    _, dh, dw, db = output
-    ctx.save_for_backward(dh, dw, db)
-    ctx.want = inputs[6:9]
-    ctx.mark_non_differentiable(dh, dw, db)
+    hidden, weight, bias, labels, ignore_index, mean, want_dh, want_dw, want_db, backend = inputs
+    _, lse, dh, dw, db = output
+    ctx.save_for_backward(hidden, weight, bias, labels, lse)
+    # The stored gradients serve the first backward, scaled in place (no second copy of
+    # dweight); a second backward through the graph (retain_graph) recomputes instead.
+    ctx.grads = [dh, dw, db]
+    ctx.meta = (ignore_index, mean, want_dh, want_dw, want_db, backend)
+    ctx.mark_non_differentiable(lse, dh, dw, db)
 
 
-def _lm_train_grad(ctx, grad_total, _gh, _gw, _gb):  # type: ignore[no-untyped-def]
-    dh, dw, db = ctx.saved_tensors
-    want_dh, want_dw, want_db = ctx.want
+def _lm_train_grad(ctx, grad_total, _glse, _gh, _gw, _gb):  # type: ignore[no-untyped-def]
+    hidden, weight, bias, labels, lse = ctx.saved_tensors
+    ignore_index, mean, want_dh, want_dw, want_db, backend = ctx.meta
+    if ctx.grads is not None:
+        dh, dw, db = ctx.grads
+        ctx.grads = None
+        g = grad_total.to(hidden.dtype)
+        dh = dh.mul_(g) if want_dh else None
+        dw = dw.mul_(g) if want_dw else None
+        db = db.mul_(g) if want_db else None
+    else:
+        keep = labels != ignore_index
+        per_row = grad_total.to(lse.dtype) / keep.sum() if mean else grad_total.to(lse.dtype)
+        grad = torch.where(keep, per_row, 0)
+        dh, dw, db = _lm_loss_backward(
+            hidden,
+            weight,
+            bias,
+            labels,
+            ignore_index,
+            lse,
+            grad,
+            want_dh,
+            want_dw,
+            want_db,
+            backend,
+        )
     return (
-        (dh * grad_total).to(dh.dtype) if want_dh else None,
-        (dw * grad_total).to(dw.dtype) if want_dw else None,
-        (db * grad_total).to(db.dtype) if want_db else None,
+        dh if want_dh else None,
+        dw if want_dw else None,
+        db if want_db else None,
         None,
         None,
         None,
@@ -719,7 +749,7 @@ def masked_lm_loss(
     be = resolve("lm_loss", h.device, backend)
     need = [t.requires_grad for t in (h, w)] + [b is not None and b.requires_grad]
     if reduction != "none" and torch.is_grad_enabled() and any(need):
-        total, _, _, _ = _lm_loss_train(
+        total, _, _, _, _ = _lm_loss_train(
             flat, w, b, lab.reshape(-1), ignore_index, reduction == "mean", *need, be
         )
         return total.to(h.dtype)
