@@ -621,11 +621,14 @@ def _lm_train_setup(ctx, inputs, output):  # type: ignore[no-untyped-def]
     ctx.grads = [dh, dw, db]
     ctx.meta = (ignore_index, mean, want_dh, want_dw, want_db, backend)
     ctx.mark_non_differentiable(lse, dh, dw, db)
+    ctx.set_materialize_grads(False)  # no zero-filled [V, H] "gradient" of the dweight output
 
 
 def _lm_train_grad(ctx, grad_total, _glse, _gh, _gw, _gb):  # type: ignore[no-untyped-def]
     hidden, weight, bias, labels, lse = ctx.saved_tensors
     ignore_index, mean, want_dh, want_dw, want_db, backend = ctx.meta
+    if grad_total is None:
+        grad_total = torch.zeros((), dtype=lse.dtype, device=lse.device)
     if ctx.grads is not None:
         dh, dw, db = ctx.grads
         ctx.grads = None
