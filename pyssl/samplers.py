@@ -22,6 +22,7 @@ except I-JEPA's, which are index arrays as its collator returns them.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numba
@@ -344,17 +345,19 @@ def _ijepa_batch(
             )
 
 
-def _ijepa_sizes(
+@functools.cache
+def _ijepa_smallest(
     height: int,
     width: int,
     scale: tuple[float, float],
     aspect: tuple[float, float],
-) -> list[int]:
-    """Block areas over a fine grid of the shared uniform (to check min_keep up front)."""
-    return [
+) -> int:
+    """The smallest block area over a fine grid of the shared uniform (to check min_keep up
+    front); cached, since a collator asks for the same sizes at every batch."""
+    return min(
         int(np.prod(_ijepa_block_size(u, height, width, *scale, *aspect)))
         for u in np.linspace(0.0, 1.0, 1025)
-    ]
+    )
 
 
 def ijepa_masks(
@@ -402,7 +405,9 @@ def ijepa_masks(
         ("pred_mask_scale", pred_mask_scale, aspect_ratio),
         ("enc_mask_scale", enc_mask_scale, (1.0, 1.0)),
     ):
-        smallest = min(_ijepa_sizes(height, width, scale, aspect))
+        smallest = _ijepa_smallest(
+            height, width, (float(scale[0]), float(scale[1])), (float(aspect[0]), float(aspect[1]))
+        )
         if smallest <= min_keep:
             raise ValueError(
                 f"min_keep: {min_keep} patches cannot be exceeded by the smallest {name} block "
