@@ -369,6 +369,7 @@ def main() -> None:
 
     lines += contrastive_section(max_foreign, args.all_builds)
     lines += augment_section(max_foreign, args.all_builds)
+    lines += text_section(max_foreign, args.all_builds)
     lines.append(f"_Written {time.strftime('%Y-%m-%d %H:%M:%S')}._")
     with open(args.out, "w") as f:
         f.write("\n".join(lines) + "\n")
@@ -544,6 +545,22 @@ def augment_section(max_foreign: float | None, all_builds: bool) -> list[str]:
     lines = ["", "# Augmentation", ""]
     if not paths:
         return lines + ["No runs of `bench/bench_augment.py` in `bench/.results/`.", ""]
+# The text targets: case -> (impl to beat, minimum speedup over it)
+T_TARGETS = {
+    "lm_loss fwd+bwd": ("gathered", 1.0),
+    "mask_tokens fwd": ("eager", 3.0),
+    **{f"{name} sampler fwd": ("eager", 10.0)
+       for name in ("beit", "simmim", "tube", "ijepa", "data2vec", "span", "time")},
+}  # fmt: skip
+T_IMPLS = ["pyssl", "eager", "gathered", "compiled"]
+
+
+def text_section(max_foreign: float | None, all_builds: bool) -> list[str]:
+    """The text runs (bench_text.py): text-*.json."""
+    paths = sorted(glob.glob(os.path.join(RESULTS_DIR, "text-*.json")))
+    lines = ["", "# Text: masked-token ops, LM loss and mask samplers", ""]
+    if not paths:
+        return lines + ["No runs of `bench/bench_text.py` in `bench/.results/`.", ""]
     runs = sorted(load(paths), key=lambda r: r.get("datetime", ""))
     build = runs[-1]["machine_info"].get("pyssl_core_build")
     if not all_builds:
@@ -590,6 +607,92 @@ def augment_section(max_foreign: float | None, all_builds: bool) -> list[str]:
                 f"{speed} | {floor:.3f} | {goal} | {met} | {contention(e)} |"
             )
     return lines + [""]
+    _, flop_rate, src = ceilings_from(entries)
+    by_group: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
+    for entry in entries.values():
+        ex = entry["extra"]
+        if "impl" in ex:
+            by_group[f"{ex['case']} {ex['mode']}"][ex["impl"]] = entry
+    m = runs[-1]["machine_info"]
+    lines += [
+        "Generated from runs of `bench/bench_text.py` (see its docstring for the cases): CPU, "
+        "2 threads. `lm_loss`: B=8, T=512, H=768, V=30522, 15% labelled, fp32, bias; `eager` "
+        "= linear + cross_entropy over all positions, `gathered` = over the labelled rows, "
+        "`compiled` = torch.compile of `gathered`.",
+        "",
+        f"- torch {m.get('torch', '?')}, python {m.get('python_version', '?')}, pyssl core "
+        f"build {m.get('pyssl_core_build', 'not recorded')}; runs combined: {len(runs)}",
+        *[f"  - `{os.path.relpath(r['_path'], os.path.dirname(HERE))}`" for r in runs],
+        f"- matmul ceiling ({src}): **{flop_rate / 1e9:.1f} GFLOP/s**; the LM loss floor is "
+        "6*M*V*H FLOPs over it.",
+        "",
+        *(
+            [
+                "**Contended:** other processes used more than the threshold of CPU during "
+                "some timings (column `other CPU`); the ratios are less certain than in a quiet "
+                "run.",
+                "",
+            ]
+            if any(e["contended"] for e in entries.values())
+            else []
+        ),
+        "## Targets",
+        "",
+        "| case | target | ratio | met |",
+        "|---|---|---:|---|",
+    ]
+    for group, (rival, speedup) in T_TARGETS.items():
+        impls = by_group.get(group, {})
+        if "pyssl" not in impls or rival not in impls:
+            lines.append(f"| {group} | | missing | no data |")
+            continue
+        ratio = impls[rival]["median"] / impls["pyssl"]["median"]
+        target = f">= {speedup:g}x {rival}" if speedup > 1 else f"no slower than {rival}"
+        ok = ratio >= speedup
+        lines.append(f"| {group} | {target} | {ratio:.2f}x | {'**yes**' if ok else '**no**'} |")
+        if group == "lm_loss fwd+bwd" and "eager" in impls:
+            mem = {
+                i: max(e["extra"].get(k, 0) for k in ("peak_alloc_bytes", "rss_growth_bytes"))
+                for i, e in impls.items()
+            }
+            frac = mem["pyssl"] / mem["eager"]
+            lines.append(
+                f"| {group} memory | peak extra <= 1/8 of eager all-positions | "
+                f"{mem['pyssl'] / 1e6:.0f} / {mem['eager'] / 1e6:.0f} MB = 1/{1 / frac:.1f} | "
+                f"{'**yes**' if frac <= 1 / 8 else '**no**'} |"
+            )
+    lines += ["", "## Cases", ""]
+    for group in T_TARGETS:
+        impls = by_group.get(group)
+        if not impls:
+            continue
+        ex = impls.get("pyssl", next(iter(impls.values())))["extra"]
+        flops = ex.get("flops", 0)
+        head = f"FLOPs {flops / 1e9:.1f} G, floor {ms(flops / flop_rate)} ms." if flops else ""
+        lines += [
+            f"### {group}",
+            "",
+            *([head, ""] if head else []),
+            "| impl | median ms | per-run medians ms | rounds | time / pyssl | first call ms "
+            "| peak alloc MB | RSS growth MB | other CPU (cores) |",
+            "|---|---:|---|---:|---:|---:|---:|---:|---:|",
+        ]
+        t_pyssl = impls["pyssl"]["median"] if "pyssl" in impls else None
+        for impl in T_IMPLS:
+            e = impls.get(impl)
+            if e is None:
+                continue
+            x = e["extra"]
+            alloc = f"{x['peak_alloc_bytes'] / 1e6:.1f}" if "peak_alloc_bytes" in x else "-"
+            rss = f"{x['rss_growth_bytes'] / 1e6:.1f}" if "rss_growth_bytes" in x else "-"
+            ratio = f"{e['median'] / t_pyssl:.2f}x" if t_pyssl else "-"
+            lines.append(
+                f"| {impl} | {ms(e['median'])} | {' / '.join(ms(v) for v in e['medians'])} | "
+                f"{sum(e['rounds'])} | {ratio} | {first_call(e)} | {alloc} | {rss} | "
+                f"{contention(e)} |"
+            )
+        lines.append("")
+    return lines
 
 
 if __name__ == "__main__":

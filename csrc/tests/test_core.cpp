@@ -9,6 +9,7 @@
 
 #include "augment/augment.h"
 #include "masking/masking.h"
+#include "text/text.h"
 
 using namespace pyssl;
 
@@ -134,11 +135,40 @@ static void augment_identity_view_returns_the_source() {
     for (int64_t y = 0; y < H; ++y)
       for (int64_t x = 0; x < H; ++x)
         EXPECT(std::fabs(out[(c * H + y) * H + x] * 255.f - img[(y * W + x) * 3 + c]) < 1e-3f);
+// The counter-based generator: uniforms in [0, 1) with the right mean, and mask_tokens choosing
+// about mlm_probability of the tokens, never a special one, with labels where it chose.
+static void mask_tokens_draws_and_labels() {
+  double sum = 0;
+  for (uint32_t i = 0; i < 100000; ++i) {
+    const float u = text::draw_uniform(12345u, 678u, 1, i);
+    EXPECT(u >= 0.0f && u < 1.0f);
+    sum += u;
+  }
+  EXPECT(std::fabs(sum / 100000 - 0.5) < 0.005);
+  const int64_t B = 4, T = 1000, V = 50;
+  std::vector<int64_t> ids(B * T), masked(B * T), labels(B * T);
+  std::vector<uint8_t> special(B * T, 0);
+  for (int64_t i = 0; i < B * T; ++i) ids[i] = 5 + i % (V - 5);
+  for (int64_t b = 0; b < B; ++b) special[b * T] = 1;
+  text::cpu::mask_tokens(view_of(ids.data(), DType::i64, {B, T}),
+                         view_of(special.data(), DType::b8, {B, T}), View{}, 99, V, 3, 0.2, 0.8,
+                         0.1, view_of(masked.data(), DType::i64, {B, T}),
+                         view_of(labels.data(), DType::i64, {B, T}));
+  int64_t chosen = 0;
+  for (int64_t i = 0; i < B * T; ++i) {
+    const bool c = labels[i] != -100;
+    chosen += c;
+    EXPECT(!c || labels[i] == ids[i]);
+    EXPECT(c || masked[i] == ids[i]);
+    EXPECT(!(c && special[i]));
+  }
+  EXPECT(std::abs(chosen - 800) < 120);  // 0.2 * 3996, 4.7 standard deviations
 }
 
 int main() {
   augment_identity_view_returns_the_source();
   stable_rank_is_a_stable_argsort();
+  mask_tokens_draws_and_labels();
   half_roundtrips_every_value();
   gather_matches_a_plain_loop();
   std::printf("core tests: %s (%d failures)\n", failures ? "FAILED" : "ok", failures);
