@@ -12,9 +12,20 @@ import inspect
 from torch import nn
 
 from pyssl.methods.base import SSLMethod
+from pyssl.methods.byol import BYOL, SimSiam
+from pyssl.methods.dino import DINO, DINOHead
+from pyssl.methods.mae import MAE
+from pyssl.methods.mlm import MLM
+from pyssl.methods.moco import MoCoV2, MoCoV3
+from pyssl.methods.redundancy import BarlowTwins, VICReg
 from pyssl.methods.simclr import SimCLR
 
-METHODS: dict[str, type[SSLMethod]] = {cls.name: cls for cls in (SimCLR,)}
+METHODS: dict[str, type[SSLMethod]] = {
+    cls.name: cls
+    for cls in (SimCLR, MoCoV2, MoCoV3, BYOL, SimSiam, BarlowTwins, VICReg, DINO, MAE, MLM)
+}
+#: the options of :class:`~pyssl.models.TextEncoder` that ``build("mlm", ...)`` accepts
+TEXT_ENCODER_OPTIONS = ("vocab_size", "max_len", "dim", "depth", "heads", "pad_token_id")
 
 
 def default_backbone(name: str, image_size: int = 32, in_channels: int = 3) -> nn.Module:
@@ -47,7 +58,8 @@ def build(
     Args:
         backbone: the encoder; by default :func:`default_backbone` for images. For ``"mlm"``
             without a backbone, ``vocab_size`` (and optionally ``max_len``, ``pad_token_id``)
-            in ``overrides`` size a :class:`~pyssl.models.TextEncoder`.
+            in ``overrides`` size a :class:`~pyssl.models.TextEncoder` (any of
+            :data:`TEXT_ENCODER_OPTIONS`).
         image_size, in_channels: the images the default backbone takes.
         overrides: keyword arguments of the method's class (e.g. ``temperature=0.2``).
     """
@@ -58,6 +70,13 @@ def build(
         raise ValueError(f"image_size: expected a positive int, got {image_size!r}")
     if not isinstance(in_channels, int) or in_channels < 1:
         raise ValueError(f"in_channels: expected a positive int, got {in_channels!r}")
+    if backbone is None and name == "mlm":
+        from pyssl.models.text import TextEncoder
+
+        text_opts = {k: overrides.pop(k) for k in TEXT_ENCODER_OPTIONS if k in overrides}
+        if "vocab_size" not in text_opts:
+            raise TypeError("mlm: without a backbone, give vocab_size (and mask_token_id)")
+        backbone = TextEncoder(**text_opts)  # type: ignore[arg-type]
     if backbone is None:
         backbone = default_backbone(name, image_size, in_channels)
     if not isinstance(backbone, nn.Module) or not isinstance(
@@ -71,4 +90,21 @@ def build(
     return cls(backbone, **overrides)  # type: ignore[arg-type]
 
 
-__all__ = ["METHODS", "SSLMethod", "SimCLR", "build", "default_backbone"]
+__all__ = [
+    "BYOL",
+    "DINO",
+    "MAE",
+    "METHODS",
+    "MLM",
+    "TEXT_ENCODER_OPTIONS",
+    "BarlowTwins",
+    "DINOHead",
+    "MoCoV2",
+    "MoCoV3",
+    "SSLMethod",
+    "SimCLR",
+    "SimSiam",
+    "VICReg",
+    "build",
+    "default_backbone",
+]
