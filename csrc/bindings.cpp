@@ -2,6 +2,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include "augment/augment.h"
 #include "contrastive/contrastive.h"
 #include "masking/masking.h"
 #include "pyssl/common.h"
@@ -68,6 +69,12 @@ void masked_patch_loss_backward(const View&, const View&, const View&, const Vie
   no_cuda();
 }
 }  // namespace pyssl::masking::cuda
+namespace pyssl::augment::cuda {
+void augment_view(uintptr_t, const View&, const View&, int64_t, int64_t, int64_t,
+                  const std::vector<double>&, const std::vector<double>&, const View&, uintptr_t) {
+  no_cuda();
+}
+}  // namespace pyssl::augment::cuda
 #endif
 
 template <typename M>
@@ -118,6 +125,18 @@ void bind_contrastive_cpu(M& m) {
           "float32 kernels' instruction set: 'auto', 'portable', 'avx2' or 'avx512' (tests)");
   sub.def("isa", &ns::isa, "the instruction set the float32 kernels use now");
   sub.def("vector_math", &ns::vector_math, py::arg("fn"), py::arg("x"), py::arg("out"), nogil);
+}
+
+// The augmentation family: one fused kernel per view, CPU and CUDA.
+template <typename M>
+void bind_augment(M& m, const char* name) {
+  namespace ns = pyssl::augment;
+  auto sub = m.def_submodule(name);
+  const bool cpu = std::string(name) == "augment_cpu";
+  sub.def("augment_view", cpu ? &ns::cpu::augment_view : &ns::cuda::augment_view, py::arg("base"),
+          py::arg("images"), py::arg("params"), py::arg("size"), py::arg("interpolation"),
+          py::arg("blur_kernel"), py::arg("mean"), py::arg("std"), py::arg("out"),
+          py::arg("stream") = 0, py::call_guard<py::gil_scoped_release>());
 }
 
 PYBIND11_MODULE(_C, m) {
@@ -175,4 +194,6 @@ PYBIND11_MODULE(_C, m) {
   bind_masking(m, "masking_cpu");
   bind_masking(m, "masking_cuda");
   bind_contrastive_cpu(m);
+  bind_augment(m, "augment_cpu");
+  bind_augment(m, "augment_cuda");
 }

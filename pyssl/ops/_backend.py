@@ -86,6 +86,8 @@ _CONTRASTIVE_OPS = ("info_nce", "nt_xent", "clip_loss", "siglip_loss", "moco_los
 
 def family_of(op: str) -> str:
     """The op family (a row of files) an op name belongs to."""
+    if op.startswith("augment"):
+        return "augment"
     return "contrastive" if op.startswith("contrastive") or op in _CONTRASTIVE_OPS else "masking"
 
 
