@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from pyssl.methods.augment import byol_augment, simclr_augment
 from pyssl.methods.base import (
     SSLMethod,
     check_positive,
@@ -79,8 +80,6 @@ class BYOL(SSLMethod):
         ema_update(self.target_projector, self.projector, self.momentum)
 
     def default_augment(self, image_size: int, channels: int) -> Callable[..., list[Tensor]]:
-        from pyssl.methods.augment import byol_augment
-
         return byol_augment(image_size, channels)
 
 
@@ -114,6 +113,4 @@ class SimSiam(SSLMethod):
         return -(cos(p1, z2.detach(), dim=-1).mean() + cos(p2, z1.detach(), dim=-1).mean()) / 2
 
     def default_augment(self, image_size: int, channels: int) -> Callable[..., list[Tensor]]:
-        from pyssl.methods.augment import simclr_augment
-
-        return simclr_augment(image_size, channels, blur=True)
+        return simclr_augment(image_size, channels, moco=True)

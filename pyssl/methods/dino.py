@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pyssl import distributed
+from pyssl.methods.augment import dino_augment
 from pyssl.methods.base import (
     SSLMethod,
     check_positive,
@@ -209,6 +210,4 @@ class DINO(SSLMethod):
         self.teacher_temp = self.teacher_temp_at(step + 1, total_steps)
 
     def default_augment(self, image_size: int, channels: int) -> Callable[..., list[Tensor]]:
-        from pyssl.methods.augment import dino_augment
-
         return dino_augment(image_size, channels)

@@ -16,6 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from pyssl.losses import MaskedPatchLoss
+from pyssl.methods.augment import mae_augment
 from pyssl.methods.base import SSLMethod, check_positive, check_unit
 from pyssl.models.vit import Block, ViT, init_transformer, sincos_pos_embed
 from pyssl.ops.masking import restore_masked
@@ -108,6 +109,4 @@ class MAE(SSLMethod):
         return self.criterion(pred, x.to(pred.dtype), mask.to(pred.dtype))
 
     def default_augment(self, image_size: int, channels: int) -> Callable[..., list[Tensor]]:
-        from pyssl.methods.augment import mae_augment
-
         return mae_augment(image_size, channels)

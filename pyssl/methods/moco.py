@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 from pyssl import distributed
 from pyssl.losses import FeatureQueue
+from pyssl.methods.augment import byol_augment, simclr_augment
 from pyssl.methods.base import (
     SSLMethod,
     check_positive,
@@ -97,9 +98,7 @@ class MoCoV2(SSLMethod):
             self._keys = None
 
     def default_augment(self, image_size: int, channels: int) -> Callable[..., list[Tensor]]:
-        from pyssl.methods.augment import simclr_augment
-
-        return simclr_augment(image_size, channels, blur=True)
+        return simclr_augment(image_size, channels, moco=True)
 
 
 class MoCoV3(SSLMethod):
@@ -166,6 +165,4 @@ class MoCoV3(SSLMethod):
         ema_update(self.momentum_projector, self.projector, self.momentum)
 
     def default_augment(self, image_size: int, channels: int) -> Callable[..., list[Tensor]]:
-        from pyssl.methods.augment import byol_augment
-
         return byol_augment(image_size, channels)

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from pyssl import distributed
+from pyssl.methods.augment import byol_augment
 from pyssl.methods.base import SSLMethod, check_positive, mlp
 
 
@@ -76,8 +77,6 @@ class BarlowTwins(SSLMethod):
             return barlow_twins_loss(*_fp32_pair(z1, z2), self.lambd)
 
     def default_augment(self, image_size: int, channels: int) -> Callable[..., list[Tensor]]:
-        from pyssl.methods.augment import byol_augment
-
         return byol_augment(image_size, channels)
 
 
@@ -144,6 +143,4 @@ class VICReg(SSLMethod):
             return vicreg_loss(*_fp32_pair(z1, z2), *self.coeffs)
 
     def default_augment(self, image_size: int, channels: int) -> Callable[..., list[Tensor]]:
-        from pyssl.methods.augment import byol_augment
-
         return byol_augment(image_size, channels)

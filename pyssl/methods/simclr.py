@@ -17,6 +17,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
+from pyssl.methods.augment import simclr_augment
 from pyssl.methods.base import SSLMethod, check_positive, gathering, mlp
 from pyssl.ops.contrastive import nt_xent
 
@@ -63,6 +64,4 @@ class SimCLR(SSLMethod):
         return nt_xent(z[:n], z[n:], temperature=self.temperature, gather=gathering(self.gather))
 
     def default_augment(self, image_size: int, channels: int) -> Callable[..., list[Tensor]]:
-        from pyssl.methods.augment import simclr_augment
-
         return simclr_augment(image_size, channels)
