@@ -7,6 +7,7 @@
 #include "masking/masking.h"
 #include "pyssl/common.h"
 #include "pyssl/parallel.h"
+#include "text/text.h"
 
 #ifndef PYSSL_VERSION
 #define PYSSL_VERSION "unknown"
@@ -139,6 +140,24 @@ void bind_augment(M& m, const char* name) {
           py::arg("stream") = 0, py::call_guard<py::gil_scoped_release>());
 }
 
+// The text family: CPU entry points (GPUs run the Triton kernels).
+template <typename M>
+void bind_text_cpu(M& m) {
+  namespace ns = pyssl::text::cpu;
+  auto sub = m.def_submodule("text_cpu");
+  const auto nogil = py::call_guard<py::gil_scoped_release>();
+  sub.def("mask_tokens", &ns::mask_tokens, py::arg("input_ids"), py::arg("special"),
+          py::arg("word_ids"), py::arg("seed"), py::arg("vocab_size"), py::arg("mask_token_id"),
+          py::arg("prob"), py::arg("mask_replace_prob"), py::arg("random_replace_prob"),
+          py::arg("masked"), py::arg("labels"), nogil);
+  sub.def("lm_loss_forward", &ns::lm_loss_forward, py::arg("hidden"), py::arg("weight"),
+          py::arg("bias"), py::arg("labels"), py::arg("ignore_index"), py::arg("loss"),
+          py::arg("lse"), nogil);
+  sub.def("lm_loss_backward", &ns::lm_loss_backward, py::arg("hidden"), py::arg("weight"),
+          py::arg("bias"), py::arg("labels"), py::arg("ignore_index"), py::arg("lse"),
+          py::arg("grad"), py::arg("dhidden"), py::arg("dweight"), py::arg("dbias"), nogil);
+}
+
 PYBIND11_MODULE(_C, m) {
   m.doc() = "pyssl's compiled core: CPU (OpenMP) and CUDA kernels over tensor views";
   py::register_exception_translator([](std::exception_ptr p) {
@@ -196,4 +215,5 @@ PYBIND11_MODULE(_C, m) {
   bind_contrastive_cpu(m);
   bind_augment(m, "augment_cpu");
   bind_augment(m, "augment_cuda");
+  bind_text_cpu(m);
 }

@@ -6,6 +6,7 @@ import torch
 from torch import Tensor, nn
 
 from pyssl.ops.masking import masked_patch_loss
+from pyssl.ops.text import causal_lm_loss, masked_lm_loss
 
 
 class MaskedPatchLoss(nn.Module):
@@ -69,3 +70,55 @@ class FeatureQueue(nn.Module):
 
     def extra_repr(self) -> str:
         return f"size={self.size}, dim={self.dim}"
+
+
+class MaskedLMLoss(nn.Module):
+    """BERT's masked-LM head loss (see :func:`pyssl.ops.masked_lm_loss`): cross-entropy of
+    ``hidden @ decoder.weight.T + decoder.bias`` at the labelled positions, without the full
+    logits. Pass the decoder's (often tied) weight and bias in the call.
+
+    Example (a BERT MLM head)::
+
+        self.loss = MaskedLMLoss()
+        ...
+        h = self.transform(encoder_out)                      # [B, T, H]
+        loss = self.loss(h, self.embed.weight, labels, bias=self.decoder_bias)
+    """
+
+    def __init__(self, *, ignore_index: int = -100, reduction: str = "mean") -> None:
+        super().__init__()
+        if reduction not in ("mean", "sum", "none"):
+            raise ValueError(f"reduction: expected 'mean', 'sum' or 'none', got {reduction!r}")
+        self.ignore_index, self.reduction = ignore_index, reduction
+
+    def forward(
+        self, hidden: Tensor, weight: Tensor, labels: Tensor, bias: Tensor | None = None
+    ) -> Tensor:
+        return masked_lm_loss(
+            hidden,
+            weight,
+            labels,
+            bias=bias,
+            ignore_index=self.ignore_index,
+            reduction=self.reduction,
+        )
+
+    def extra_repr(self) -> str:
+        return f"ignore_index={self.ignore_index}, reduction={self.reduction!r}"
+
+
+class CausalLMLoss(MaskedLMLoss):
+    """Next-token cross-entropy (see :func:`pyssl.ops.causal_lm_loss`): position ``t`` predicts
+    ``labels[..., t + 1]``, as Hugging Face's causal-LM heads shift them."""
+
+    def forward(
+        self, hidden: Tensor, weight: Tensor, labels: Tensor, bias: Tensor | None = None
+    ) -> Tensor:
+        return causal_lm_loss(
+            hidden,
+            weight,
+            labels,
+            bias=bias,
+            ignore_index=self.ignore_index,
+            reduction=self.reduction,
+        )

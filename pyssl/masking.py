@@ -40,3 +40,15 @@ class RandomMasking(nn.Module):
 
     def extra_repr(self) -> str:
         return f"mask_ratio={self.mask_ratio}"
+
+
+def __getattr__(name: str) -> object:
+    # The numba samplers load on first use: importing numba costs ~0.3 s.
+    if name in _SAMPLERS:
+        from pyssl import samplers
+
+        return getattr(samplers, name)
+    raise AttributeError(f"module 'pyssl.masking' has no attribute {name!r}")
+
+
+_SAMPLERS = ("beit_masks", "simmim_masks", "tube_masks", "ijepa_masks", "data2vec_masks")

@@ -16,6 +16,14 @@ from pyssl.ops.masking import (
     restore_masked,
     unpatchify,
 )
+from pyssl.ops.text import (
+    causal_lm_loss,
+    mask_tokens,
+    mask_tokens_numpy,
+    masked_lm_loss,
+    span_mask,
+    time_mask,
+)
 
 __all__ = [
     "BACKENDS",
@@ -33,4 +41,10 @@ __all__ = [
     "random_masking",
     "restore_masked",
     "unpatchify",
+    "causal_lm_loss",
+    "mask_tokens",
+    "mask_tokens_numpy",
+    "masked_lm_loss",
+    "span_mask",
+    "time_mask",
 ]

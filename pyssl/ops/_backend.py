@@ -82,12 +82,15 @@ def _sync_threads() -> None:
 
 
 _CONTRASTIVE_OPS = ("info_nce", "nt_xent", "clip_loss", "siglip_loss", "moco_loss")
+_TEXT_OPS = ("mask_tokens", "lm_loss", "masked_lm_loss", "causal_lm_loss")
 
 
 def family_of(op: str) -> str:
     """The op family (a row of files) an op name belongs to."""
     if op.startswith("augment"):
         return "augment"
+    if op in _TEXT_OPS:
+        return "text"
     return "contrastive" if op.startswith("contrastive") or op in _CONTRASTIVE_OPS else "masking"
 
 
