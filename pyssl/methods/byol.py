@@ -27,8 +27,17 @@ from pyssl.methods.base import (
 
 
 def regression_loss(p: Tensor, z: Tensor) -> Tensor:
-    """BYOL's ``2 - 2 * cos(p, z)`` per row, averaged over the batch (z is the target)."""
-    return (2 - 2 * F.cosine_similarity(p, z.detach(), dim=-1)).mean()
+    """BYOL's ``2 - 2 * cos(p, z)`` per row, averaged over the batch (z is the target), in
+    float32 at least."""
+    return (2 - 2 * cosine(p, z.detach())).mean()
+
+
+def cosine(a: Tensor, b: Tensor) -> Tensor:
+    """Row-wise cosine similarity in float32 (float64 for float64): low-precision inputs
+    under autocast are upcast first."""
+    if a.dtype != torch.float64:
+        a, b = a.float(), b.float()
+    return F.cosine_similarity(a, b, dim=-1)
 
 
 class BYOL(SSLMethod):
@@ -109,8 +118,7 @@ class SimSiam(SSLMethod):
         x1, x2 = self._check_views(views)
         z1, z2 = (self.projector(self.encoder(x)) for x in (x1, x2))
         p1, p2 = self.predictor(z1), self.predictor(z2)
-        cos = F.cosine_similarity
-        return -(cos(p1, z2.detach(), dim=-1).mean() + cos(p2, z1.detach(), dim=-1).mean()) / 2
+        return -(cosine(p1, z2.detach()).mean() + cosine(p2, z1.detach()).mean()) / 2
 
     def default_augment(self, image_size: int, channels: int) -> Callable[..., list[Tensor]]:
         return simclr_augment(image_size, channels, moco=True)

@@ -73,7 +73,7 @@ def dino_loss(
     teacher: list[Tensor],
     center: Tensor,
     student_temp: float,
-    teacher_temp: float,
+    teacher_temp: float | Tensor,
 ) -> Tensor:
     """DINOLoss.forward: the mean over pairs (teacher global view ``i``, student view ``v``,
     ``v != i``) of the batch-mean cross-entropy
@@ -147,14 +147,27 @@ class DINO(SSLMethod):
         self.final_teacher_temp = float(teacher_temp)
         self.warmup_teacher_temp = float(warmup_teacher_temp)
         self.warmup_teacher_frac = float(warmup_teacher_frac)
-        # the temperature of step 0; on_step_end sets each next one
-        self.teacher_temp = float(warmup_teacher_temp if warmup_teacher_frac > 0 else teacher_temp)
+        # the temperature of the coming step (step 0's now; on_step_end sets each next one): a
+        # buffer, so that a checkpoint restores it with the weights
+        first = warmup_teacher_temp if warmup_teacher_frac > 0 else teacher_temp
+        self.register_buffer("teacher_temp_now", torch.tensor(float(first), dtype=torch.float64))
         self.center_momentum = float(center_momentum)
         self.base_momentum = float(momentum)
         self.momentum = float(momentum)
         self._batch_center: Tensor | None = None
 
     center: Tensor
+    teacher_temp_now: Tensor
+
+    @property
+    def teacher_temp(self) -> float:
+        """The teacher temperature the next :meth:`loss` uses."""
+        return float(self.teacher_temp_now)
+
+    @teacher_temp.setter
+    def teacher_temp(self, value: float) -> None:
+        self.teacher_temp_now.fill_(value)
+
     num_views = 2
 
     def teacher_temp_at(self, step: int, total_steps: int) -> float:
@@ -193,7 +206,7 @@ class DINO(SSLMethod):
             teacher = self._forward_views(self.teacher_encoder, self.teacher_head, views[:2])
             batch_center = torch.cat(teacher).to(self.center.dtype).mean(0, keepdim=True)
         self._batch_center = batch_center
-        return dino_loss(student, teacher, self.center, self.student_temp, self.teacher_temp)
+        return dino_loss(student, teacher, self.center, self.student_temp, self.teacher_temp_now)
 
     @torch.no_grad()
     def on_step_end(self, step: int, total_steps: int) -> None:

@@ -102,7 +102,10 @@ class MLM(SSLMethod):
         hidden = self.encoder.lm_hidden(self.encoder.forward_tokens(masked_ids))
         if not bool((labels != -100).any()):  # nothing chosen: a zero that keeps the graph
             return hidden.sum() * 0.0
-        return masked_lm_loss(hidden, self.encoder.lm_weight, labels, bias=self.encoder.lm_bias)
+        # under autocast the hidden states come out in low precision; cast the head as a
+        # Linear layer would be cast
+        weight = self.encoder.lm_weight.to(hidden.dtype)
+        return masked_lm_loss(hidden, weight, labels, bias=self.encoder.lm_bias.to(hidden.dtype))
 
     def loss(self, views: list[Tensor]) -> Tensor:
         (ids,) = self._check_views(views)

@@ -295,3 +295,35 @@ def test_bad_views_and_options() -> None:
         build("mocov2", queue_size=0)
     with pytest.raises(ValueError, match="mask_ratio"):
         build("mae", mask_ratio=1.0)
+
+
+@pytest.mark.parametrize("name", list(SMALL))
+def test_bfloat16_autocast(name: str) -> None:
+    m = small(name)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = m.loss(views_for(name, n=8))
+    assert torch.isfinite(loss)
+    loss.backward()
+    assert encoder_grads(m) > 0
+    m.on_step_end(0, 10)
+
+
+def test_state_dict_carries_the_schedules_and_queue() -> None:
+    # a resumed run must continue where it stopped: the teacher temperature, the centre and
+    # the queue travel in the state dict with the weights
+    m = small("dino")
+    views = views_for("dino", n=4)
+    for step in range(3):
+        m.loss(views)
+        m.on_step_end(step, 20)
+    fresh = small("dino", seed=1)
+    fresh.load_state_dict(m.state_dict())
+    assert fresh.teacher_temp == m.teacher_temp == pytest.approx(m.teacher_temp_at(3, 20))
+    torch.testing.assert_close(fresh.center, m.center)
+    torch.testing.assert_close(fresh.loss(views), m.loss(views))
+    q = small("mocov2")
+    q.loss(views_for("mocov2", n=4))
+    q.on_step_end(0, 10)
+    q2 = small("mocov2", seed=1)
+    q2.load_state_dict(q.state_dict())
+    torch.testing.assert_close(q2.queue.features(), q.queue.features())

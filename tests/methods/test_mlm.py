@@ -86,3 +86,12 @@ def test_build_and_bad_input() -> None:
         m.loss([torch.randn(2, 5)])
     with pytest.raises(NotImplementedError, match="no image augmentation"):
         m.default_augment(32, 3)
+
+
+def test_bfloat16_autocast() -> None:
+    m = MLM(encoder(), mask_token_id=MASK, mlm_probability=0.3)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = m.loss([corpus()])
+    assert torch.isfinite(loss)
+    loss.backward()
+    assert encoder_grads(m) > 0
