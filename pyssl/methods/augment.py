@@ -51,10 +51,8 @@ def _finish(recipe: recipes.Augment, channels: int) -> Augment:
     return GrayViews(recipe) if channels == 1 else recipe
 
 
-def _norm(channels: int) -> dict[str, tuple[float, float, float]]:
-    if channels == 1:
-        return {"mean": GRAY_MEAN, "std": GRAY_STD}
-    return {}
+def _norm(channels: int) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
+    return (GRAY_MEAN, GRAY_STD) if channels == 1 else (recipes.IMAGENET_MEAN, recipes.IMAGENET_STD)
 
 
 def _check(image_size: int, channels: int) -> None:
@@ -81,7 +79,8 @@ def simclr_augment(image_size: int, channels: int, *, moco: bool = False) -> Aug
             saturation=0.8 * s,
             hue=0.2 * s,
             blur_p=0.0 if small else 0.5,
-            **_norm(channels),
+            mean=_norm(channels)[0],
+            std=_norm(channels)[1],
         ),
         channels,
     )
@@ -98,7 +97,8 @@ def byol_augment(image_size: int, channels: int) -> Augment:
             image_size,
             scale=(0.2, 1.0) if small else (0.08, 1.0),
             blur_p=(0.0, 0.0) if small else (1.0, 0.1),
-            **_norm(channels),
+            mean=_norm(channels)[0],
+            std=_norm(channels)[1],
         ),
         channels,
     )
@@ -117,16 +117,15 @@ def dino_augment(image_size: int, channels: int) -> Augment:
     local crops, no blur."""
     _check(image_size, channels)
     small = image_size <= SMALL
-    kw: dict[str, object] = {}
-    if small:
-        kw = {"global_blur_p": (0.0, 0.0), "local_blur_p": 0.0}
     return _finish(
         recipes.DINOAugment(
             image_size,
             dino_local_size(image_size),
             local_crops_number=6 if small else 8,
-            **kw,  # type: ignore[arg-type]
-            **_norm(channels),
+            global_blur_p=(0.0, 0.0) if small else (1.0, 0.1),
+            local_blur_p=0.0 if small else 0.5,
+            mean=_norm(channels)[0],
+            std=_norm(channels)[1],
         ),
         channels,
     )
@@ -136,4 +135,5 @@ def mae_augment(image_size: int, channels: int) -> Augment:
     """MAE's one view (:class:`~pyssl.augment.MAEAugment`): crop scale (0.2, 1), flip; no
     change for small images."""
     _check(image_size, channels)
-    return _finish(recipes.MAEAugment(image_size, **_norm(channels)), channels)
+    mean, std = _norm(channels)
+    return _finish(recipes.MAEAugment(image_size, mean=mean, std=std), channels)

@@ -134,8 +134,8 @@ def ema_update(target: nn.Module, online: nn.Module, momentum: float) -> None:
     """``target = momentum * target + (1 - momentum) * online`` over the parameters, as MoCo's
     ``_momentum_update_key_encoder``; buffers (batch-norm statistics) are left to the target's
     own forward passes, as there."""
-    t_params = list(target.parameters())
-    o_params = [p.detach() for p in online.parameters()]
+    t_params: list[Tensor] = list(target.parameters())
+    o_params: list[Tensor] = [p.detach() for p in online.parameters()]
     if len(t_params) != len(o_params):
         raise ValueError("target and online modules differ in their parameters")
     torch._foreach_lerp_(t_params, o_params, 1.0 - momentum)
@@ -148,6 +148,14 @@ def cosine_momentum(base: float, step: int, total_steps: int) -> float:
         return base
     frac = min(max(step / total_steps, 0.0), 1.0)
     return 1.0 - (1.0 - base) * (math.cos(math.pi * frac) + 1.0) / 2.0
+
+
+def feature_dim(encoder: nn.Module) -> int:
+    """The backbone's ``out_dim`` (the width of its features), checked."""
+    d = getattr(encoder, "out_dim", None)
+    if not isinstance(encoder, nn.Module) or not isinstance(d, int) or d < 1:
+        raise TypeError("encoder: expected an nn.Module with a positive int out_dim")
+    return d
 
 
 def gathering(wanted: bool) -> bool:

@@ -21,6 +21,7 @@ from pyssl.methods.base import (
     check_unit,
     cosine_momentum,
     ema_update,
+    feature_dim,
     frozen_copy,
     mlp,
 )
@@ -68,7 +69,7 @@ class BYOL(SSLMethod):
         check_positive("hidden", hidden, integer=True)
         check_unit("momentum", momentum, closed=True)
         self.encoder = encoder
-        self.projector = mlp([encoder.out_dim, hidden, proj_dim])
+        self.projector = mlp([feature_dim(encoder), hidden, proj_dim])
         self.predictor = mlp([proj_dim, hidden, proj_dim])
         self.target_encoder = frozen_copy(encoder)
         self.target_projector = frozen_copy(self.projector)
@@ -110,7 +111,7 @@ class SimSiam(SSLMethod):
         check_positive("proj_dim", proj_dim, integer=True)
         check_positive("pred_hidden", pred_hidden, integer=True)
         self.encoder = encoder
-        dims = [encoder.out_dim, proj_dim, proj_dim, proj_dim]
+        dims = [feature_dim(encoder), proj_dim, proj_dim, proj_dim]
         self.projector = mlp(dims, last_batch_norm=True, last_affine=False, bias=False)
         self.predictor = mlp([proj_dim, pred_hidden, proj_dim])
 

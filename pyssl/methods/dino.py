@@ -22,6 +22,7 @@ from pyssl.methods.base import (
     check_unit,
     cosine_momentum,
     ema_update,
+    feature_dim,
     frozen_copy,
 )
 
@@ -139,7 +140,7 @@ class DINO(SSLMethod):
         check_unit("center_momentum", center_momentum, closed=True)
         check_unit("momentum", momentum, closed=True)
         self.encoder = encoder
-        self.head = DINOHead(encoder.out_dim, out_dim, hidden, bottleneck, 3, norm_last_layer)
+        self.head = DINOHead(feature_dim(encoder), out_dim, hidden, bottleneck, 3, norm_last_layer)
         self.teacher_encoder = frozen_copy(encoder)
         self.teacher_head = frozen_copy(self.head)
         self.register_buffer("center", torch.zeros(1, out_dim))

@@ -34,6 +34,7 @@ class MAE(SSLMethod):
 
     name = "mae"
     num_views = 1
+    encoder: ViT
 
     def __init__(
         self,

@@ -35,6 +35,7 @@ class MLM(SSLMethod):
     name = "mlm"
     modality = "text"
     num_views = 1
+    encoder: TextEncoder
 
     def __init__(
         self,

@@ -23,6 +23,7 @@ from pyssl.methods.base import (
     check_unit,
     cosine_momentum,
     ema_update,
+    feature_dim,
     frozen_copy,
     gathering,
     mlp,
@@ -60,14 +61,14 @@ class MoCoV2(SSLMethod):
         momentum: float = 0.99,
     ) -> None:
         super().__init__()
-        hidden = proj_hidden or encoder.out_dim
+        hidden = proj_hidden or feature_dim(encoder)
         for n, v in (("proj_dim", proj_dim), ("proj_hidden", hidden), ("queue_size", queue_size)):
             check_positive(n, v, integer=True)
         check_positive("temperature", temperature)
         check_unit("momentum", momentum, closed=True)
         self.encoder = encoder
         # MoCo v2's head: Linear -> ReLU -> Linear, no batch norm
-        self.projector = mlp([encoder.out_dim, hidden, proj_dim], batch_norm=False)
+        self.projector = mlp([feature_dim(encoder), hidden, proj_dim], batch_norm=False)
         self.key_encoder = frozen_copy(encoder)
         self.key_projector = frozen_copy(self.projector)
         self.queue = FeatureQueue(queue_size, proj_dim)
@@ -136,7 +137,7 @@ class MoCoV3(SSLMethod):
         check_positive("temperature", temperature)
         check_unit("momentum", momentum, closed=True)
         self.encoder = encoder
-        dims = [encoder.out_dim] + [hidden] * (layers - 1) + [proj_dim]
+        dims = [feature_dim(encoder)] + [hidden] * (layers - 1) + [proj_dim]
         self.projector = mlp(dims, last_batch_norm=True, last_affine=False, bias=False)
         self.predictor = mlp([proj_dim, hidden, proj_dim], bias=False)
         self.momentum_encoder = frozen_copy(encoder)

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from pyssl import distributed
 from pyssl.methods.augment import byol_augment
-from pyssl.methods.base import SSLMethod, check_positive, mlp
+from pyssl.methods.base import SSLMethod, check_positive, feature_dim, mlp
 
 
 def off_diagonal(c: Tensor) -> Tensor:
@@ -65,7 +65,7 @@ class BarlowTwins(SSLMethod):
         check_positive("proj_dim", proj_dim, integer=True)
         check_positive("lambd", lambd)
         self.encoder = encoder
-        self.projector = mlp([encoder.out_dim, proj_dim, proj_dim, proj_dim], bias=False)
+        self.projector = mlp([feature_dim(encoder), proj_dim, proj_dim, proj_dim], bias=False)
         self.lambd = float(lambd)
 
     def loss(self, views: list[Tensor]) -> Tensor:
@@ -131,7 +131,7 @@ class VICReg(SSLMethod):
         for n, v in (("sim_coeff", sim_coeff), ("std_coeff", std_coeff), ("cov_coeff", cov_coeff)):
             check_positive(n, v)
         self.encoder = encoder
-        self.projector = mlp([encoder.out_dim, proj_dim, proj_dim, proj_dim])
+        self.projector = mlp([feature_dim(encoder), proj_dim, proj_dim, proj_dim])
         self.coeffs = (float(sim_coeff), float(std_coeff), float(cov_coeff))
 
     def loss(self, views: list[Tensor]) -> Tensor:

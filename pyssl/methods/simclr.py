@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from pyssl.methods.augment import simclr_augment
-from pyssl.methods.base import SSLMethod, check_positive, gathering, mlp
+from pyssl.methods.base import SSLMethod, check_positive, feature_dim, gathering, mlp
 from pyssl.ops.contrastive import nt_xent
 
 
@@ -28,7 +28,7 @@ class SimCLR(SSLMethod):
     Args:
         encoder: backbone with ``out_dim``.
         proj_dim: projection output width.
-        proj_hidden: projection hidden width (default: ``encoder.out_dim``).
+        proj_hidden: projection hidden width (default: ``feature_dim(encoder)``).
         temperature: NT-Xent temperature.
         gather: use every process's views as negatives under torch.distributed.
     """
@@ -47,10 +47,10 @@ class SimCLR(SSLMethod):
         super().__init__()
         check_positive("proj_dim", proj_dim, integer=True)
         check_positive("temperature", temperature)
-        hidden = proj_hidden or encoder.out_dim
+        hidden = proj_hidden or feature_dim(encoder)
         check_positive("proj_hidden", hidden, integer=True)
         self.encoder = encoder
-        self.projector = mlp([encoder.out_dim, hidden, proj_dim])
+        self.projector = mlp([feature_dim(encoder), hidden, proj_dim])
         self.temperature = float(temperature)
         self.gather = gather
 
