@@ -155,7 +155,7 @@ class DINO(SSLMethod):
         self.center_momentum = float(center_momentum)
         self.base_momentum = float(momentum)
         self.momentum = float(momentum)
-        self._batch_center: Tensor | None = None
+        self._batch_center: tuple[Tensor, int] | None = None
 
     center: Tensor
     teacher_temp_now: Tensor
@@ -205,8 +205,12 @@ class DINO(SSLMethod):
         student = self._forward_views(self.encoder, self.head, views)
         with torch.no_grad():
             teacher = self._forward_views(self.teacher_encoder, self.teacher_head, views[:2])
-            batch_center = torch.cat(teacher).to(self.center.dtype).mean(0, keepdim=True)
-        self._batch_center = batch_center
+            batch_sum = torch.cat(teacher).to(self.center.dtype).sum(0, keepdim=True)
+        # on_step_end centres on the mean teacher output of every loss since the last step
+        count = 2 * views[0].shape[0]
+        if self._batch_center is not None:
+            batch_sum, count = batch_sum + self._batch_center[0], count + self._batch_center[1]
+        self._batch_center = (batch_sum, count)
         return dino_loss(student, teacher, self.center, self.student_temp, self.teacher_temp_now)
 
     @torch.no_grad()
@@ -215,10 +219,11 @@ class DINO(SSLMethod):
         ema_update(self.teacher_encoder, self.encoder, self.momentum)
         ema_update(self.teacher_head, self.head, self.momentum)
         if self._batch_center is not None:
-            c = self._batch_center
+            total, count = self._batch_center
             if distributed.is_active():
-                torch.distributed.all_reduce(c)
-                c = c / distributed.world_size()
+                torch.distributed.all_reduce(total)
+                count *= distributed.world_size()
+            c = total / count
             self.center.mul_(self.center_momentum).add_(c, alpha=1 - self.center_momentum)
             self._batch_center = None
         self.teacher_temp = self.teacher_temp_at(step + 1, total_steps)

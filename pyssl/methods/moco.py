@@ -87,8 +87,10 @@ class MoCoV2(SSLMethod):
         q = F.normalize(self.projector(self.encoder(x_q)), dim=1)
         k = self.keys(x_k)
         negatives = self.queue.features().to(q.dtype)
-        # the queue must not change before backward; on_step_end pushes these keys
-        self._keys = distributed.all_gather(k) if distributed.is_active() else k
+        # the queue must not change before backward; on_step_end pushes these keys (those of
+        # every loss since the last step, when gradients are accumulated)
+        k_all = distributed.all_gather(k) if distributed.is_active() else k
+        self._keys = k_all if self._keys is None else torch.cat([self._keys, k_all])
         return moco_loss(q, k.to(q.dtype), negatives, temperature=self.temperature)
 
     def on_step_end(self, step: int, total_steps: int) -> None:

@@ -55,8 +55,12 @@ class Attention(nn.Module):
     def forward(self, x: Tensor, key_padding: Tensor | None = None) -> Tensor:
         b, n, d = x.shape
         q, k, v = self.qkv(x).view(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
-        # key_padding: [B, N] True where a token is padding; it takes no attention
-        mask = None if key_padding is None else ~key_padding[:, None, None, :]
+        # key_padding: [B, N] True where a token is padding; it takes no attention (a sequence
+        # that is all padding attends everywhere instead of producing NaN)
+        mask = None
+        if key_padding is not None:
+            key_padding = key_padding & ~key_padding.all(1, keepdim=True)
+            mask = ~key_padding[:, None, None, :]
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         return self.proj(out.transpose(1, 2).reshape(b, n, d))
 

@@ -327,3 +327,25 @@ def test_state_dict_carries_the_schedules_and_queue() -> None:
     q2 = small("mocov2", seed=1)
     q2.load_state_dict(q.state_dict())
     torch.testing.assert_close(q2.queue.features(), q.queue.features())
+
+
+def test_accumulated_losses_all_reach_the_queue_and_centre() -> None:
+    # gradient accumulation: two losses, one optimiser step; on_step_end takes both batches
+    q = small("mocov2").double()
+    a, b = views_for("mocov2", n=3, seed=0), views_for("mocov2", n=3, seed=1)
+    before = q.queue.features().clone()
+    q.loss([v.double() for v in a])
+    q.loss([v.double() for v in b])
+    keys = torch.cat([q.keys(a[1].double()), q.keys(b[1].double())])
+    q.on_step_end(0, 10)
+    torch.testing.assert_close(q.queue.features(), torch.cat([before[6:], keys]))
+    d = small("dino").double()
+    c0 = d.center.clone()
+    outs = []
+    for seed in (0, 1):
+        views = [v.double() for v in views_for("dino", n=3, seed=seed)]
+        d.loss(views)
+        with torch.no_grad():
+            outs.append(d.teacher_head(d.teacher_encoder(torch.cat(views[:2]))))
+    d.on_step_end(0, 10)
+    torch.testing.assert_close(d.center, 0.9 * c0 + 0.1 * torch.cat(outs).mean(0, keepdim=True))

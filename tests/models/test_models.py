@@ -133,6 +133,8 @@ def test_text_encoder_padding_and_tied_head() -> None:
     torch.testing.assert_close(logits, m.lm_hidden(tokens) @ m.tok_embed.weight.T + m.lm_bias)
     logits.sum().backward()
     assert m.tok_embed.weight.grad is not None
+    # a sequence that is all padding still gives finite features
+    assert torch.isfinite(m(torch.zeros(2, 5, dtype=torch.int64))).all()
     with pytest.raises(ValueError, match="max_len"):
         m(torch.randint(1, 50, (1, 13)))
     with pytest.raises(TypeError, match="int64"):
