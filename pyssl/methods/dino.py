@@ -111,6 +111,7 @@ class DINO(SSLMethod):
     """
 
     name = "dino"
+    num_views = 2  # at least: the two global crops, then any number of local ones
 
     def __init__(
         self,
@@ -168,8 +169,6 @@ class DINO(SSLMethod):
     @teacher_temp.setter
     def teacher_temp(self, value: float) -> None:
         self.teacher_temp_now.fill_(value)
-
-    num_views = 2
 
     def teacher_temp_at(self, step: int, total_steps: int) -> float:
         """DINO's ``teacher_temp_schedule`` per step: ``linspace(warmup, final, W)`` over the
