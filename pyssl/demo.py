@@ -122,7 +122,7 @@ class HalfResolution(nn.Module):
 class DemoConfig:
     """The demo's settings, tuned on the digits training split (see the README)."""
 
-    epochs: float = 40.0
+    epochs: float = 80.0
     batch_size: int = 256
     lr: float = 2e-3
     temperature: float = 0.2
@@ -130,7 +130,7 @@ class DemoConfig:
     crop_scale: tuple[float, float] = (0.4, 1.0)
     jitter: float = 0.4
     supervised_steps: int = 300
-    l2: float = 1e-2
+    l2: float = 1e-3
     fractions: tuple[float, ...] = (0.01, 0.05, 0.1, 0.2, 1.0)
 
 
