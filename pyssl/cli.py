@@ -1,10 +1,43 @@
-"""The ``pyssl`` command (also ``python -m pyssl``)."""
+"""The ``pyssl`` command (also ``python -m pyssl``).
+
+pyssl demo                     SimCLR on digits, then the label-efficiency study
+pyssl pretrain --method simclr --data digits --out runs/simclr
+pyssl finetune --checkpoint runs/simclr/checkpoint.pt --protocol linear --label-fraction 0.1
+pyssl report runs/simclr runs/byol
+pyssl bench | info | mae-picture
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
 from collections.abc import Sequence
+from typing import Any, NoReturn
+
+METHOD_NAMES = (
+    "simclr",
+    "mocov2",
+    "mocov3",
+    "byol",
+    "simsiam",
+    "barlow",
+    "vicreg",
+    "dino",
+    "mae",
+    "mlm",
+)
+
+
+class UsageError(Exception):
+    """A bad command line or input: printed as one line, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    # argparse prints the usage block and the error; one line names the problem
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{self.prog}: {message} (see {self.prog} --help)")
 
 
 def info() -> str:
@@ -43,35 +76,549 @@ def info() -> str:
     return "\n".join(lines)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="pyssl", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("info", help="version, compiled backends, threads, Triton")
-    demo = sub.add_parser("demo", help="MAE masking of a real photograph, saved as a PNG")
-    demo.add_argument("--out", default="mae_demo.png", help="PNG to write (default: %(default)s)")
-    demo.add_argument("--mask-ratio", type=float, default=0.75)
-    demo.add_argument("--patch-size", type=int, default=16)
-    demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument(
+def _fraction(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1], got {text!r}") from None
+    if not 0.0 < v <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1], got {text!r}")
+    return v
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return v
+
+
+def _positive_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not v > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return v
+
+
+def _parser() -> _Parser:
+    p = _Parser(
+        prog="pyssl",
+        description="Fast self-supervised learning: pretrain, evaluate, report and benchmark.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
+
+    d = sub.add_parser(
+        "demo",
+        help="SimCLR on digits and the label-efficiency study (the main job)",
+        description="Pretrains SimCLR on the digits training images without their "
+        "labels, then measures test accuracy at 1, 5, 10, 20 and 100%% of the labels "
+        "for: a linear probe (and kNN) of the SSL encoder, the same encoder randomly "
+        "initialised, a supervised network of the same architecture trained from "
+        "scratch, logistic regression on raw pixels. Writes report.json, report.md, "
+        "accuracy.png and each seed's checkpoint and metrics into --out.",
+    )
+    d.add_argument(
+        "--out", default=os.path.join("runs", "demo"), help="run folder (default: %(default)s)"
+    )
+    d.add_argument(
+        "--seeds",
+        type=_positive_int,
+        default=1,
+        help="seeds 0..N-1, each pretraining anew; the table gives mean ± std (default: 1)",
+    )
+    d.add_argument(
+        "--epochs",
+        type=_positive_float,
+        default=None,
+        help="pretraining epochs (default: the tuned value)",
+    )
+    d.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    mp = sub.add_parser("mae-picture", help="MAE masking of a real photograph, saved as a PNG")
+    mp.add_argument("--out", default="mae_demo.png", help="PNG to write (default: %(default)s)")
+    mp.add_argument("--mask-ratio", type=float, default=0.75, help="fraction of patches removed")
+    mp.add_argument("--patch-size", type=_positive_int, default=16, help="patch side in pixels")
+    mp.add_argument("--seed", type=int, default=0, help="seed of the mask")
+    mp.add_argument(
         "--image",
         default="china.jpg",
         help="scikit-learn sample image name or a path to an image file",
     )
-    args = parser.parse_args(argv)
-    if args.command == "info":
-        print(info())
-    elif args.command == "demo":
-        from pyssl.demo import mae_demo
 
-        print(
-            mae_demo(
-                args.out,
-                image=args.image,
-                mask_ratio=args.mask_ratio,
-                patch_size=args.patch_size,
-                seed=args.seed,
-            )
+    sub.add_parser("info", help="version, compiled backends, threads, Triton")
+
+    t = sub.add_parser(
+        "pretrain",
+        help="pretrain an SSL method on images or text",
+        description="Pretrains a self-supervised method without labels. Writes "
+        "checkpoint.pt (every --checkpoint-every steps and at the end), "
+        "metrics.jsonl and run.json into --out. Under torchrun the run is "
+        "data-parallel (gloo on CPU, NCCL on GPU).",
+    )
+    t.add_argument(
+        "--method",
+        required=True,
+        choices=METHOD_NAMES,
+        metavar="METHOD",
+        help=f"one of {', '.join(METHOD_NAMES)}",
+    )
+    t.add_argument(
+        "--data",
+        default=None,
+        help="images: 'digits' (default) or a folder (labels from subfolders, if any); "
+        "text (mlm): 'pydoc' (default) or a .txt file or folder",
+    )
+    t.add_argument("--out", default=None, help="run folder (default: runs/<method>)")
+    t.add_argument(
+        "--epochs", type=_positive_float, default=20.0, help="epochs (default: %(default)s)"
+    )
+    t.add_argument(
+        "--steps", type=_positive_int, default=None, help="total steps (overrides --epochs)"
+    )
+    t.add_argument(
+        "--batch-size", type=_positive_int, default=256, help="global batch (default: %(default)s)"
+    )
+    t.add_argument(
+        "--optimizer", choices=("adamw", "lars"), default="adamw", help="default: %(default)s"
+    )
+    t.add_argument(
+        "--lr", type=_positive_float, default=2e-3, help="peak learning rate (default: %(default)s)"
+    )
+    t.add_argument("--weight-decay", type=float, default=1e-4, help="default: %(default)s")
+    t.add_argument(
+        "--warmup-steps", type=int, default=10, help="linear warm-up steps (default: %(default)s)"
+    )
+    t.add_argument(
+        "--clip-grad",
+        type=float,
+        default=3.0,
+        help="gradient-norm clip, 0 = off (default: %(default)s)",
+    )
+    t.add_argument(
+        "--precision",
+        choices=("fp32", "bf16"),
+        default="fp32",
+        help="bf16: autocast forward and loss (default: %(default)s)",
+    )
+    t.add_argument(
+        "--image-size", type=_positive_int, default=32, help="image side (default: %(default)s)"
+    )
+    t.add_argument(
+        "--seq-len",
+        type=_positive_int,
+        default=64,
+        help="mlm: tokens per sequence (default: %(default)s)",
+    )
+    t.add_argument(
+        "--seed", type=int, default=0, help="seed of init, data order, augmentation (default: 0)"
+    )
+    t.add_argument(
+        "--checkpoint-every",
+        type=int,
+        default=0,
+        help="steps between checkpoints; 0 = only at the end",
+    )
+    t.add_argument(
+        "--resume", action="store_true", help="continue from --out/checkpoint.pt if present"
+    )
+    t.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    t.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    f = sub.add_parser(
+        "finetune",
+        help="evaluate a pretrained encoder on a label fraction",
+        description="Loads a pretraining checkpoint and measures test accuracy with "
+        "a protocol at a label fraction; adds the record to report.json beside the "
+        "checkpoint (or in --out).",
+    )
+    f.add_argument("--checkpoint", required=True, help="checkpoint.pt written by pyssl pretrain")
+    f.add_argument(
+        "--protocol",
+        choices=("linear", "knn", "finetune"),
+        default="linear",
+        help="linear probe, weighted kNN (cosine, k=20) or full fine-tuning (default: %(default)s)",
+    )
+    f.add_argument(
+        "--label-fraction",
+        type=_fraction,
+        default=0.1,
+        help="fraction of training labels (default: %(default)s)",
+    )
+    f.add_argument(
+        "--data",
+        default=None,
+        help="labeled images: 'digits' or a folder with class subfolders "
+        "(default: the checkpoint's data)",
+    )
+    f.add_argument(
+        "--seed", type=int, default=0, help="seed of the label subset and fine-tuning (default: 0)"
+    )
+    f.add_argument(
+        "--steps",
+        type=_positive_int,
+        default=300,
+        help="finetune: optimiser steps (default: %(default)s)",
+    )
+    f.add_argument(
+        "--out",
+        default=None,
+        help="folder of the report.json to update (default: the checkpoint's)",
+    )
+
+    r = sub.add_parser(
+        "report",
+        help="markdown table and PNG plot over run folders",
+        description="Merges the report.json of each run folder, prints the "
+        "markdown table and writes report.md and accuracy.png into --out.",
+    )
+    r.add_argument("runs", nargs="+", metavar="RUN_DIR", help="folders holding report.json")
+    r.add_argument(
+        "--out",
+        default=os.path.join("runs", "report"),
+        help="where to write (default: %(default)s)",
+    )
+
+    b = sub.add_parser(
+        "bench", help="run the benchmark suite (source checkout) and print its table"
+    )
+    b.add_argument(
+        "--family",
+        choices=("masking", "contrastive", "all"),
+        default="all",
+        help="which benchmarks (default: %(default)s)",
+    )
+    return p
+
+
+# ------------------------------------------------------------------------------ commands
+
+
+def _device(name: str | None) -> str:
+    import torch
+
+    if name is None:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name not in ("cpu", "cuda") and not name.startswith("cuda:"):
+        raise UsageError(f"pyssl pretrain: --device: expected cpu or cuda, got {name!r}")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UsageError("pyssl pretrain: --device cuda, but no CUDA device is available")
+    return name
+
+
+def _init_distributed(device: str) -> None:
+    import torch.distributed as dist
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+
+
+def _pretrain(a: argparse.Namespace) -> None:
+    import torch
+
+    from pyssl.data import load_images, load_text
+    from pyssl.methods import build
+    from pyssl.train import PretrainConfig, pretrain
+
+    out = a.out or os.path.join("runs", a.method)
+    device = _device(a.device)
+    _init_distributed(device)
+    torch.manual_seed(a.seed)
+    cfg = PretrainConfig(
+        epochs=a.epochs,
+        steps=a.steps,
+        batch_size=a.batch_size,
+        optimizer=a.optimizer,
+        lr=a.lr,
+        weight_decay=a.weight_decay,
+        warmup_steps=a.warmup_steps,
+        clip_grad=a.clip_grad,
+        precision=a.precision,
+        seed=a.seed,
+        checkpoint_every=a.checkpoint_every,
+        progress=not a.no_progress,
+    )
+    if a.method == "mlm":
+        data_name = a.data or "pydoc"
+        train, test = load_text(data_name, seq_len=a.seq_len, seed=0)
+        tok = train.tokenizer
+        args: dict[str, Any] = {
+            "vocab_size": len(tok),
+            "max_len": a.seq_len,
+            "pad_token_id": tok.PAD,
+            "mask_token_id": tok.MASK,
+            "special_token_ids": [tok.UNK],
+        }
+        method = build("mlm", **args)
+        summary = pretrain(
+            method, train, cfg, out, resume=a.resume, method_args=args, device=device
         )
+        extra = _mlm_eval(method, train, test)
+    else:
+        data_name = a.data or "digits"
+        train = load_images(data_name, split="train", image_size=a.image_size)
+        args = {"image_size": a.image_size, "in_channels": 3}
+        method = build(a.method, **args)
+        summary = pretrain(
+            method, train, cfg, out, resume=a.resume, method_args=args, device=device
+        )
+        extra = {}
+    from pyssl import distributed
+
+    if distributed.rank() == 0:
+        run = {
+            "method": a.method,
+            "data": data_name,
+            "method_args": args,
+            "summary": summary,
+            **extra,
+        }
+        with open(os.path.join(out, "run.json"), "w") as fh:
+            json.dump(run, fh, indent=1)
+        print(
+            f"{a.method}: {summary['steps']} steps, final loss {summary['final_loss']:.4f}, "
+            f"{summary['samples_per_s']:.0f} samples/s"
+        )
+        for k, v in extra.items():
+            print(f"  {k}: {v:.4f}" if isinstance(v, float) else f"  {k}: {v}")
+        print(f"wrote {out}/: checkpoint.pt, metrics.jsonl, run.json")
+
+
+def _mlm_eval(method: Any, train: Any, test: Any) -> dict[str, Any]:
+    """Held-out masked-token accuracy (the masks drawn from a fixed seed) and the baseline that
+    always predicts the most frequent training token at the masked positions."""
+    import torch
+
+    method.eval()
+    g = torch.Generator().manual_seed(1234)
+    correct, total = method.masked_accuracy(test.tokens, generator=g)
+    g = torch.Generator().manual_seed(1234)
+    _, labels = method.mask(test.tokens, generator=g)
+    counts = torch.bincount(train.tokens.flatten(), minlength=len(train.tokenizer))
+    for special in (train.tokenizer.PAD, train.tokenizer.UNK, train.tokenizer.MASK):
+        counts[special] = 0
+    top = int(counts.argmax())
+    chosen = labels != -100
+    base = float((labels[chosen] == top).float().mean()) if bool(chosen.any()) else float("nan")
+    return {
+        "heldout_masked_token_accuracy": correct / max(total, 1),
+        "masked_positions": total,
+        "most_frequent_token_baseline": base,
+        "most_frequent_token": train.tokenizer.vocab[top],
+    }
+
+
+def _rebuild(ckpt: dict[str, Any], path: str) -> Any:
+    from pyssl.demo import digits_encoder
+    from pyssl.methods import METHODS, build
+    from pyssl.train.checkpoint import CheckpointError, load_model_state
+
+    name = ckpt.get("method")
+    if name not in METHODS:
+        raise CheckpointError(f"{path}: unknown method {name!r} in the checkpoint")
+    args = dict(ckpt.get("method_args") or {})
+    try:
+        if args.get("backbone") == "digits_encoder":
+            width = int(args.pop("width"))
+            args.pop("backbone")
+            method = build(name, backbone=digits_encoder(width), **args)
+        else:
+            method = build(name, **args)
+    except (TypeError, ValueError, KeyError) as exc:
+        raise CheckpointError(
+            f"{path}: cannot rebuild {name!r} from its arguments ({exc})"
+        ) from None
+    load_model_state(method, ckpt["model"], path)
+    return method
+
+
+def _finetune(a: argparse.Namespace) -> None:
+    from pyssl.data import load_images
+    from pyssl.train import (
+        checkpoint,
+        features,
+        knn_accuracy,
+        label_subset,
+        logistic_regression,
+        train_classifier,
+    )
+    from pyssl.train.report import REPORT, add_records
+
+    ckpt = checkpoint.load(a.checkpoint)
+    method = _rebuild(ckpt, a.checkpoint)
+    if getattr(method, "modality", "image") != "image":
+        raise UsageError(
+            f"pyssl finetune: {a.checkpoint} holds a {method.name!r} text model; "
+            "finetune evaluates image encoders"
+        )
+    data = a.data or ckpt.get("data", "digits").removesuffix("-train")
+    size = int(ckpt.get("method_args", {}).get("image_size", 32))
+    train = load_images(data, split="train", image_size=size)
+    test = load_images(data, split="test", image_size=size) if data == "digits" else None
+    if train.labels is None:
+        raise UsageError(
+            f"pyssl finetune: {data}: no labels (put each class's images in a subfolder)"
+        )
+    if test is None:  # a folder: a fixed stratified quarter of it is the test split
+        from pyssl.train.evaluate import label_subset as split
+
+        held = split(train.labels, 0.25, 12345)
+        keep = sorted(set(range(len(train))) - set(held.tolist()))
+        import torch
+
+        train, test = train.subset(torch.tensor(keep)), train.subset(held)
+    aug = method.default_augment(size, 3)
+    mean, std = _normalisation(aug)
+    idx = label_subset(train.labels, a.label_fraction, a.seed)
+    enc = method.encoder
+    if a.protocol == "finetune":
+        one_view = _one_view(aug)
+        acc = train_classifier(
+            enc,
+            int(enc.out_dim),
+            train.subset(idx),
+            test,
+            augment=one_view,
+            mean=mean,
+            std=std,
+            steps=a.steps,
+            seed=a.seed,
+        )
+    else:
+        ftr = features(enc, train.images, mean=mean, std=std)
+        fte = features(enc, test.images, mean=mean, std=std)
+        assert train.labels is not None and test.labels is not None
+        if a.protocol == "linear":
+            acc = logistic_regression(
+                ftr[idx], train.labels[idx], fte, test.labels, num_classes=len(train.classes)
+            )
+        else:
+            acc = knn_accuracy(
+                ftr[idx], train.labels[idx], fte, test.labels, num_classes=len(train.classes)
+            )
+    out = a.out or os.path.dirname(os.path.abspath(a.checkpoint))
+    os.makedirs(out, exist_ok=True)
+    rec = {
+        "model": method.name,
+        "protocol": a.protocol,
+        "label_fraction": a.label_fraction,
+        "seed": a.seed,
+        "test_accuracy": acc,
+    }
+    add_records(os.path.join(out, REPORT), [rec])
+    print(
+        f"{method.name} {a.protocol} at {a.label_fraction:g} of the labels: test accuracy "
+        f"{100 * acc:.2f}% ({len(idx)} labels, {len(test)} test images); added to {out}/{REPORT}"
+    )
+
+
+def _normalisation(aug: Any) -> tuple[Any, Any]:
+    recipe = getattr(aug, "recipe", aug)
+    views = getattr(recipe, "views", None)
+    if views:
+        return views[0].mean, views[0].std
+    return 0.5, 0.5
+
+
+def _one_view(aug: Any) -> Any:
+    def first(images: Any, generator: Any = None) -> list[Any]:
+        return aug(images, generator=generator)[:1]
+
+    return first
+
+
+def _report(a: argparse.Namespace) -> None:
+    from pyssl.train.report import markdown_table, plot, read_records
+
+    records: list[dict[str, Any]] = []
+    for run in a.runs:
+        records += read_records(run)
+    if not records:
+        raise UsageError("pyssl report: the reports hold no records")
+    os.makedirs(a.out, exist_ok=True)
+    table = markdown_table(records)
+    with open(os.path.join(a.out, "report.md"), "w") as fh:
+        fh.write(f"# Test accuracy (%) over {', '.join(a.runs)}\n\n{table}\n")
+    plot(records, os.path.join(a.out, "accuracy.png"))
+    print(table)
+    print(f"\nwrote {a.out}/report.md and {a.out}/accuracy.png")
+
+
+def _bench(a: argparse.Namespace) -> int:
+    import subprocess
+
+    import pyssl
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(pyssl.__file__)))
+    bench = os.path.join(root, "bench")
+    if not os.path.isfile(os.path.join(bench, "report.py")):
+        raise UsageError(
+            "pyssl bench: the benchmarks live in the source checkout's bench/ folder, "
+            "which an installed wheel does not ship; run it from a clone of the repository"
+        )
+    families = ("masking", "contrastive") if a.family == "all" else (a.family,)
+    for fam in families:
+        rc = subprocess.call([sys.executable, os.path.join(bench, f"bench_{fam}.py")], cwd=root)
+        if rc:
+            return rc
+    rc = subprocess.call([sys.executable, os.path.join(bench, "report.py")], cwd=root)
+    if rc == 0:
+        with open(os.path.join(bench, "RESULTS.md")) as fh:
+            print(fh.read())
+    return rc
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs the command; usage and input errors print one line to stderr and return 2
+    (``PYSSL_DEBUG=1`` shows their traceback instead)."""
+    from pyssl.train.checkpoint import CheckpointError
+
+    try:
+        a = _parser().parse_args(argv)
+        if a.command == "info":
+            print(info())
+        elif a.command == "mae-picture":
+            from pyssl.demo import mae_demo
+
+            print(
+                mae_demo(
+                    a.out,
+                    image=a.image,
+                    mask_ratio=a.mask_ratio,
+                    patch_size=a.patch_size,
+                    seed=a.seed,
+                )
+            )
+        elif a.command == "demo":
+            from pyssl.demo import DemoConfig, label_efficiency_demo
+
+            cfg = DemoConfig() if a.epochs is None else DemoConfig(epochs=a.epochs)
+            label_efficiency_demo(a.out, seeds=a.seeds, cfg=cfg, progress=not a.no_progress)
+        elif a.command == "pretrain":
+            _pretrain(a)
+        elif a.command == "finetune":
+            _finetune(a)
+        elif a.command == "report":
+            _report(a)
+        elif a.command == "bench":
+            return _bench(a)
+    except UsageError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    except (FileNotFoundError, CheckpointError, ValueError, TypeError) as exc:
+        if os.environ.get("PYSSL_DEBUG"):  # the traceback, for bug reports
+            raise
+        print(f"pyssl: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("pyssl: interrupted", file=sys.stderr)
+        return 130
     return 0
 
 
