@@ -135,6 +135,8 @@ static void augment_identity_view_returns_the_source() {
     for (int64_t y = 0; y < H; ++y)
       for (int64_t x = 0; x < H; ++x)
         EXPECT(std::fabs(out[(c * H + y) * H + x] * 255.f - img[(y * W + x) * 3 + c]) < 1e-3f);
+}
+
 // The counter-based generator: uniforms in [0, 1) with the right mean, and mask_tokens choosing
 // about mlm_probability of the tokens, never a special one, with labels where it chose.
 static void mask_tokens_draws_and_labels() {
