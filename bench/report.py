@@ -545,6 +545,8 @@ def augment_section(max_foreign: float | None, all_builds: bool) -> list[str]:
     lines = ["", "# Augmentation", ""]
     if not paths:
         return lines + ["No runs of `bench/bench_augment.py` in `bench/.results/`.", ""]
+
+
 # The text targets: case -> (impl to beat, minimum speedup over it)
 T_TARGETS = {
     "lm_loss fwd+bwd": ("gathered", 1.0),

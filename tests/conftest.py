@@ -9,6 +9,13 @@ import sys
 if "TRITON_INTERPRET" not in os.environ and shutil.which("nvidia-smi") is None:
     os.environ["TRITON_INTERPRET"] = "1"
 
+# torch.compile's on-disk cache can serve a graph compiled against an older schema of a pyssl
+# custom op (seen with pyssl::lm_loss_train); each test session compiles into its own directory.
+if "TORCHINDUCTOR_CACHE_DIR" not in os.environ:
+    import tempfile
+
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="pyssl-tests-inductor-")
+
 sys.path.insert(0, os.path.dirname(__file__))  # for `import helpers`
 
 import pyssl  # noqa: E402
