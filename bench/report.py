@@ -534,19 +534,6 @@ def contrastive_section(max_foreign: float | None, all_builds: bool) -> list[str
     return lines
 
 
-# The augmentation target: images/s of pyssl over the per-image eager reference pipeline.
-A_TARGETS = {"simclr 2x224": 8.0, "dino 2x224+8x96": None}
-A_IMPLS = ["pyssl", "eager", "torchvision"]
-
-
-def augment_section(max_foreign: float | None, all_builds: bool) -> list[str]:
-    """The augmentation runs (bench_augment.py): augment-*.json."""
-    paths = sorted(glob.glob(os.path.join(RESULTS_DIR, "augment-*.json")))
-    lines = ["", "# Augmentation", ""]
-    if not paths:
-        return lines + ["No runs of `bench/bench_augment.py` in `bench/.results/`.", ""]
-
-
 # The text targets: case -> (impl to beat, minimum speedup over it)
 T_TARGETS = {
     "lm_loss fwd+bwd": ("gathered", 1.0),
@@ -568,47 +555,6 @@ def text_section(max_foreign: float | None, all_builds: bool) -> list[str]:
     if not all_builds:
         runs = [r for r in runs if r["machine_info"].get("pyssl_core_build") == build]
     entries = combine(runs, max_foreign)
-    bandwidth, _, src = ceilings_from(entries)
-    by_case: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
-    for entry in entries.values():
-        ex = entry["extra"]
-        if "impl" in ex:
-            by_case[ex["case"]][ex["impl"]] = entry
-    m = runs[-1]["machine_info"]
-    lines += [
-        "Generated from runs of `bench/bench_augment.py` (see its docstring): CPU, 2 threads, "
-        "B = 32 uint8 images of 256x256; pyssl = `SimCLRAugment()` / `DINOAugment()` called on "
-        "the batch (sampling included); eager = the float32 reference one image and one op at a "
-        "time; torchvision = its v1 transforms per image. Floor = compulsory bytes (uint8 crop "
-        "pixels read + float32 views written) / copy bandwidth.",
-        "",
-        f"- torch {m.get('torch', '?')}, pyssl core build {m.get('pyssl_core_build', '?')}; "
-        f"runs combined: {len(runs)}; copy bandwidth {bandwidth / 1e9:.2f} GB/s ({src})",
-        "",
-        "| case | impl | median ms / batch | images/s | pyssl speedup | of bytes floor "
-        "| target | met | other CPU (cores) |",
-        "|---|---|---:|---:|---:|---:|---|---|---:|",
-    ]
-    for case, target in A_TARGETS.items():
-        impls = by_case.get(case, {})
-        t_pyssl = impls["pyssl"]["median"] if "pyssl" in impls else None
-        for impl in A_IMPLS:
-            e = impls.get(impl)
-            if e is None:
-                lines.append(f"| {case} | {impl} | not in the runs | | | | | | |")
-                continue
-            ex = e["extra"]
-            speed = f"{e['median'] / t_pyssl:.1f}x" if t_pyssl and impl != "pyssl" else "-"
-            floor = ex["bytes"] / bandwidth / e["median"]
-            goal, met = "", ""
-            if impl == "eager" and target is not None and t_pyssl:
-                goal = f">= {target:g}x eager"
-                met = "**yes**" if e["median"] / t_pyssl >= target else "**no**"
-            lines.append(
-                f"| {case} | {impl} | {ms(e['median'])} | {ex['images'] / e['median']:.1f} | "
-                f"{speed} | {floor:.3f} | {goal} | {met} | {contention(e)} |"
-            )
-    return lines + [""]
     _, flop_rate, src = ceilings_from(entries)
     by_group: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
     for entry in entries.values():
@@ -695,6 +641,65 @@ def text_section(max_foreign: float | None, all_builds: bool) -> list[str]:
             )
         lines.append("")
     return lines
+
+
+# The augmentation target: images/s of pyssl over the per-image eager reference pipeline.
+A_TARGETS = {"simclr 2x224": 8.0, "dino 2x224+8x96": None}
+A_IMPLS = ["pyssl", "eager", "torchvision"]
+
+
+def augment_section(max_foreign: float | None, all_builds: bool) -> list[str]:
+    """The augmentation runs (bench_augment.py): augment-*.json."""
+    paths = sorted(glob.glob(os.path.join(RESULTS_DIR, "augment-*.json")))
+    lines = ["", "# Augmentation", ""]
+    if not paths:
+        return lines + ["No runs of `bench/bench_augment.py` in `bench/.results/`.", ""]
+    runs = sorted(load(paths), key=lambda r: r.get("datetime", ""))
+    build = runs[-1]["machine_info"].get("pyssl_core_build")
+    if not all_builds:
+        runs = [r for r in runs if r["machine_info"].get("pyssl_core_build") == build]
+    entries = combine(runs, max_foreign)
+    bandwidth, _, src = ceilings_from(entries)
+    by_case: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
+    for entry in entries.values():
+        ex = entry["extra"]
+        if "impl" in ex:
+            by_case[ex["case"]][ex["impl"]] = entry
+    m = runs[-1]["machine_info"]
+    lines += [
+        "Generated from runs of `bench/bench_augment.py` (see its docstring): CPU, 2 threads, "
+        "B = 32 uint8 images of 256x256; pyssl = `SimCLRAugment()` / `DINOAugment()` called on "
+        "the batch (sampling included); eager = the float32 reference one image and one op at a "
+        "time; torchvision = its v1 transforms per image. Floor = compulsory bytes (uint8 crop "
+        "pixels read + float32 views written) / copy bandwidth.",
+        "",
+        f"- torch {m.get('torch', '?')}, pyssl core build {m.get('pyssl_core_build', '?')}; "
+        f"runs combined: {len(runs)}; copy bandwidth {bandwidth / 1e9:.2f} GB/s ({src})",
+        "",
+        "| case | impl | median ms / batch | images/s | pyssl speedup | of bytes floor "
+        "| target | met | other CPU (cores) |",
+        "|---|---|---:|---:|---:|---:|---|---|---:|",
+    ]
+    for case, target in A_TARGETS.items():
+        impls = by_case.get(case, {})
+        t_pyssl = impls["pyssl"]["median"] if "pyssl" in impls else None
+        for impl in A_IMPLS:
+            e = impls.get(impl)
+            if e is None:
+                lines.append(f"| {case} | {impl} | not in the runs | | | | | | |")
+                continue
+            ex = e["extra"]
+            speed = f"{e['median'] / t_pyssl:.1f}x" if t_pyssl and impl != "pyssl" else "-"
+            floor = ex["bytes"] / bandwidth / e["median"]
+            goal, met = "", ""
+            if impl == "eager" and target is not None and t_pyssl:
+                goal = f">= {target:g}x eager"
+                met = "**yes**" if e["median"] / t_pyssl >= target else "**no**"
+            lines.append(
+                f"| {case} | {impl} | {ms(e['median'])} | {ex['images'] / e['median']:.1f} | "
+                f"{speed} | {floor:.3f} | {goal} | {met} | {contention(e)} |"
+            )
+    return lines + [""]
 
 
 if __name__ == "__main__":
