@@ -1,4 +1,5 @@
-"""One small, deterministic call of every op (forward and, where it has one, backward), shared
+"""One small, deterministic call of every op family's ops (forward and, where they have one,
+backward): masking, contrastive, augmentation, text. Shared
 by the thread-safety and leak tests. ``CASES[name](seed)`` returns the op's outputs and input
 gradients as a tuple of tensors; the same seed gives the same inputs."""
 
@@ -10,6 +11,9 @@ import torch
 import torch.nn.functional as F
 
 from pyssl import ops
+from pyssl.augment import SimCLRAugment
+
+_SIMCLR = SimCLRAugment(16, blur_p=0.5, blur_kernel_size=3)
 
 
 def _gen(seed: int) -> torch.Generator:
@@ -85,6 +89,24 @@ def moco_loss(seed: int) -> tuple[torch.Tensor, ...]:
     return _with_grads(lambda a, b: ops.moco_loss(a, b, queue), q, k)
 
 
+def simclr_views(seed: int) -> tuple[torch.Tensor, ...]:
+    images = torch.randint(0, 256, (2, 20, 18, 3), dtype=torch.uint8, generator=_gen(seed))
+    return tuple(_SIMCLR(images, seed=seed))
+
+
+def mask_tokens(seed: int) -> tuple[torch.Tensor, ...]:
+    ids = torch.randint(5, 1000, (4, 64), generator=_gen(seed))
+    return ops.mask_tokens(ids, vocab_size=1000, mask_token_id=3, generator=_gen(seed + 1))
+
+
+def masked_lm_loss(seed: int) -> tuple[torch.Tensor, ...]:
+    g = _gen(seed)
+    hidden, weight = torch.randn(2, 16, 24, generator=g), torch.randn(300, 24, generator=g) * 0.1
+    labels = torch.randint(0, 300, (2, 16), generator=g)
+    labels[torch.rand(2, 16, generator=g) < 0.6] = -100
+    return _with_grads(lambda h, w: ops.masked_lm_loss(h, w, labels), hidden, weight)
+
+
 CASES: dict[str, Callable[[int], tuple[torch.Tensor, ...]]] = {
     f.__name__: f
     for f in (
@@ -98,5 +120,8 @@ CASES: dict[str, Callable[[int], tuple[torch.Tensor, ...]]] = {
         clip_loss,
         siglip_loss,
         moco_loss,
+        simclr_views,
+        mask_tokens,
+        masked_lm_loss,
     )
 }
