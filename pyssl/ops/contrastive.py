@@ -11,9 +11,17 @@ in the backward: no N x M buffer exists, extra memory is O((N + M) * D), and for
 backward cost 8*N*M*D FLOPs (one recomputation). SigLIP's pairwise log-sigmoid is the second
 op. Inputs in float32, bfloat16, float16 (float64 too), accumulation in float32, gradients in
 the input dtype.
+
+Under ``torch.compile`` the checks that read tensor values (labels within ``[0, M)``, a positive
+``logit_scale``) are skipped: they are data-dependent and would break the graph. There an
+out-of-range label names no positive (its logit counts as 0) and a non-positive
+``logit_scale`` is used as given; run the step once eagerly to have them checked. Every check of
+types, shapes, dtypes and devices runs in both modes.
 """
 
 from __future__ import annotations
+
+import numbers
 
 import torch
 import torch.nn.functional as F
@@ -443,13 +451,26 @@ def _checking_values() -> bool:
     return not torch.compiler.is_compiling()
 
 
+def check_temperature(temperature: object) -> float:
+    """``temperature`` as a float: a ``TypeError`` for anything but a real number (a tensor
+    belongs in ``logit_scale``), a ``ValueError`` unless it is positive and finite."""
+    if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real):
+        hint = " (pass a tensor as logit_scale)" if isinstance(temperature, Tensor) else ""
+        raise TypeError(
+            f"temperature: expected a positive number{hint}, got {type(temperature).__name__}"
+        )
+    t = float(temperature)
+    if not 0 < t < float("inf"):
+        raise ValueError(f"temperature: expected a positive finite number, got {temperature!r}")
+    return t
+
+
 def _scale_tensor(
-    like: Tensor, temperature: float | None, logit_scale: Tensor | None, name: str = "logit_scale"
+    like: Tensor, temperature: object, logit_scale: Tensor | None, name: str = "logit_scale"
 ) -> Tensor:
     if logit_scale is None:
-        if temperature is None or isinstance(temperature, bool) or not temperature > 0:
-            raise ValueError(f"temperature: expected a positive number, got {temperature!r}")
-        return torch.tensor(1.0 / temperature, dtype=_stat_dtype(like), device=like.device)
+        t = check_temperature(temperature)
+        return torch.tensor(1.0 / t, dtype=_stat_dtype(like), device=like.device)
     return _check_scalar(like, logit_scale, name, positive=True)
 
 
@@ -502,8 +523,11 @@ def info_nce(
         query: ``[N, D]``; key: ``[M, D]`` (same dtype and device).
         temperature: ``scale = 1 / temperature`` unless ``logit_scale`` is given.
         logit_scale: a positive scalar tensor used as the multiplier (e.g. ``log_scale.exp()``);
-            it receives a gradient.
+            it receives a gradient. Its sign is checked eagerly only, not under
+            ``torch.compile`` (a data-dependent check).
         labels: ``[N]`` int64 indices into ``key`` (default ``arange(N)``, which needs M >= N).
+            Their range is checked eagerly only, not under ``torch.compile``; there an
+            out-of-range label names no positive.
         normalize: L2-normalise query and key first (``F.normalize``, eps 1e-12).
         reduction: ``"mean"``, ``"sum"`` or ``"none"`` (per-row losses in float32).
         gather: compute the local rows against the keys of every process
@@ -604,7 +628,8 @@ def clip_loss(
     """CLIP's symmetric loss, open_clip's ``ClipLoss``: the mean of image->text and
     text->image cross-entropy of ``logit_scale * image @ text.T``. Features are used as given
     (open_clip normalises them in the model); ``logit_scale`` is the multiplier and receives a
-    gradient. With ``gather``, local rows against every process's features (open_clip's
+    gradient (that it is positive is checked eagerly only, not under ``torch.compile``). With
+    ``gather``, local rows against every process's features (open_clip's
     ``local_loss=True, gather_with_grad=True``)."""
     check_backend_arg(backend)
     image = _check_features(image, "image")
@@ -637,7 +662,8 @@ def siglip_loss(
 ) -> Tensor:
     """SigLIP's pairwise sigmoid loss, open_clip's ``SigLipLoss``:
     ``-sum(log_sigmoid(labels * (logit_scale * image @ text.T + logit_bias))) / N`` with labels
-    +1 on the diagonal and -1 elsewhere; gradients for both scalars. With ``gather``, the local
+    +1 on the diagonal and -1 elsewhere; gradients for both scalars (that ``logit_scale`` is
+    positive is checked eagerly only, not under ``torch.compile``). With ``gather``, the local
     images against every process's texts (the positives on this rank's block)."""
     check_backend_arg(backend)
     image = _check_features(image, "image")
@@ -672,16 +698,37 @@ def _negatives_only(image: Tensor, text: Tensor, scale: Tensor, bias: Tensor, be
 def moco_loss(
     query: Tensor,
     key: Tensor,
-    queue: Tensor,
+    queue: Tensor | None,
     *,
     temperature: float = 0.2,
+    gather: bool = False,
     backend: str | None = None,
 ) -> Tensor:
     """MoCo's loss: cross-entropy over ``[q.k, q.queue] / temperature`` with the positive first.
 
+    With a ``queue`` (MoCo v1/v2, ``moco/builder.py``): row ``i``'s logits are its own key
+    ``q_i . k_i`` followed by ``q_i . queue``; the other keys of the batch are not negatives.
+    With ``queue=None`` (MoCo v3's ``contrastive_loss``): row ``i``'s logits are
+    ``q_i . key.T``, positive ``k_i``, the batch's other keys are the negatives; MoCo v3's
+    ``* 2 * temperature`` factor is left to the caller (as :class:`pyssl.methods.MoCoV3` does).
+
+    ``gather=True`` makes the loss equal to that of one process holding the whole batch (the
+    mean over every process's rows, as DDP averages it):
+
+    - without a queue, as MoCo v3: the keys of every process are gathered
+      (:func:`pyssl.distributed.all_gather`, the gradient goes back to each key's owner) and
+      row ``i``'s positive is key ``i + N * rank``;
+    - with a queue, as MoCo v2: the loss is row-local (each positive is the process's own key,
+      the negatives are the queue), so it already equals the one-process loss and nothing is
+      communicated, provided the queue is the same on every process. MoCo keeps it so by
+      enqueueing the gathered keys of every process (``_dequeue_and_enqueue``); pass
+      ``all_gather(key)`` to :meth:`pyssl.losses.FeatureQueue.push`, or let
+      :class:`pyssl.losses.MoCoLoss` do it. (Other processes' keys do not join the negatives:
+      in the one-process batch they are not negatives either.)
+
     Args:
         query, key: ``[N, D]`` (used as given: MoCo normalises them in the model).
-        queue: ``[K, D]`` negatives; no gradient flows to it.
+        queue: ``[K, D]`` negatives; no gradient flows to it. ``None``: in-batch negatives.
 
     Returns:
         The mean loss in float32 (float64 for float64 inputs).
@@ -690,8 +737,15 @@ def moco_loss(
     query = _check_features(query, "query")
     key = _check_features(key, "key")
     _check_pair(query, "query", key, "key", same_n=True)
-    if not isinstance(queue, Tensor) or queue.dim() != 2:
-        raise ValueError("queue: expected a [K, D] tensor")
+    if queue is None:
+        check_temperature(temperature)
+        return info_nce(query, key, temperature=temperature, gather=gather, backend=backend)
+    if not isinstance(queue, Tensor):
+        raise TypeError(
+            f"queue: expected a [K, D] torch.Tensor or None, got {type(queue).__name__}"
+        )
+    if queue.dim() != 2:
+        raise ValueError(f"queue: expected a [K, D] tensor, got shape {tuple(queue.shape)}")
     if queue.shape[1] != query.shape[1]:
         raise ValueError(
             f"queue: width {queue.shape[1]} differs from the features' D = {query.shape[1]}"

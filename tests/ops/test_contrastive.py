@@ -8,7 +8,14 @@ import torch
 from helpers import low_precision_tol
 
 from pyssl import ops
-from pyssl.losses import FeatureQueue
+from pyssl.losses import (
+    ClipLoss,
+    FeatureQueue,
+    InfoNCELoss,
+    MoCoLoss,
+    NTXentLoss,
+    SigLipLoss,
+)
 from pyssl.ops import _backend
 from pyssl.ops import contrastive as C
 from pyssl.reference import contrastive as R
@@ -226,6 +233,23 @@ def test_bad_input_errors_name_the_argument():
         (TypeError, "labels: expected an int64", lambda: ops.info_nce(q, k, labels=torch.zeros(4))),
         (ValueError, "temperature", lambda: ops.info_nce(q, k, temperature=0.0)),
         (ValueError, "temperature", lambda: ops.nt_xent(q, q, temperature=-1.0)),
+        (ValueError, "temperature", lambda: ops.nt_xent(q, q, temperature=float("inf"))),
+        (
+            TypeError,
+            "temperature: expected a positive number",
+            lambda: ops.nt_xent(q, q, temperature="0.5"),
+        ),
+        (TypeError, "temperature", lambda: ops.info_nce(q, k, temperature=None)),
+        (TypeError, "temperature", lambda: ops.moco_loss(q, q, k, temperature=True)),
+        (TypeError, "temperature", lambda: ops.moco_loss(q, q, None, temperature="a")),
+        (
+            TypeError,
+            "temperature: .*pass a tensor as logit_scale",
+            lambda: ops.info_nce(q, k, temperature=torch.tensor(0.1)),
+        ),
+        (TypeError, "temperature", lambda: NTXentLoss(temperature="0.5")),
+        (TypeError, "queue: expected a", lambda: ops.moco_loss(q, q, [[0.0] * 8])),
+        (ValueError, "queue: expected a", lambda: ops.moco_loss(q, q, torch.randn(8))),
         (
             ValueError,
             "logit_scale: expected a positive",
@@ -292,3 +316,156 @@ def test_explain_names_the_family_without_cuda_cpp_kernels():
     if _backend._C.cuda:
         why = _backend.unavailable("cuda", torch.device("cuda"), "contrastive")
         assert "no CUDA C++ kernels for the contrastive ops" in why
+
+
+def test_moco_loss_without_a_queue_is_moco_v3_in_batch_form():
+    q, k = feats(6, 5, 0), feats(6, 5, 1)
+    got = ops.moco_loss(q, k, None, temperature=0.2)
+    logits = q @ k.T / 0.2  # MoCo v3's contrastive_loss, less its 2 * T factor
+    want = torch.nn.functional.cross_entropy(logits, torch.arange(6))
+    compare(got, want, (q, k), 1e-11, 1e-12, "moco_v3")
+    # gather=True outside a process group changes nothing, with or without a queue
+    queue = feats(9, 5, 2).detach()
+    for qu in (None, queue):
+        torch.testing.assert_close(
+            ops.moco_loss(q, k, qu, gather=True), ops.moco_loss(q, k, qu), rtol=0, atol=0
+        )
+
+
+def _module_cases(n, d, seed):
+    """(name, module, functional op, inputs) pairs that must agree in value and gradient."""
+    q, k = feats(n, d, seed), feats(n + 3, d, seed + 1)
+    z1, z2 = feats(n, d, seed + 2), feats(n, d, seed + 3)
+    a, b = feats(n, d, seed + 4, normalize=True), feats(n, d, seed + 5, normalize=True)
+    queue = feats(11, d, seed + 6, normalize=True).detach()
+    ls, lb = scalar(7.0), scalar(-3.0)
+    labels = torch.randint(0, n + 3, (n,), generator=gen(seed))
+    return [
+        ("info_nce", InfoNCELoss(0.3), lambda x, y: C.info_nce(x, y, temperature=0.3), (q, k)),
+        (
+            "info_nce_options",
+            lambda x, y, s: InfoNCELoss(0.3, normalize=True, reduction="none")(x, y, labels, s),
+            lambda x, y, s: C.info_nce(
+                x, y, logit_scale=s, labels=labels, normalize=True, reduction="none"
+            ),
+            (q, k, ls),
+        ),
+        ("nt_xent", NTXentLoss(0.2), lambda x, y: C.nt_xent(x, y, temperature=0.2), (z1, z2)),
+        (
+            "nt_xent_raw",
+            NTXentLoss(0.7, normalize=False),
+            lambda x, y: C.nt_xent(x, y, temperature=0.7, normalize=False),
+            (z1, z2),
+        ),
+        ("clip", ClipLoss(), C.clip_loss, (a, b, ls)),
+        ("siglip", SigLipLoss(), C.siglip_loss, (a, b, ls, lb)),
+        (
+            "siglip_no_bias",  # open_clip's logit_bias=None
+            SigLipLoss(),
+            lambda x, y, s: C.siglip_loss(x, y, s, torch.zeros((), dtype=s.dtype)),
+            (a, b, ls),
+        ),
+        (
+            "moco",
+            lambda x, y: MoCoLoss(0.3)(x, y, queue),
+            lambda x, y: C.moco_loss(x, y, queue, temperature=0.3),
+            (a, b),
+        ),
+        (
+            "moco_v3",
+            MoCoLoss(0.3),
+            lambda x, y: C.moco_loss(x, y, None, temperature=0.3),
+            (a, b),
+        ),
+    ]
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_loss_modules_equal_the_functional_ops(seed):
+    for name, module, op, inputs in _module_cases(7, 9, seed):
+        compare(module(*inputs), op(*inputs), inputs, 1e-12, 1e-12, name)
+
+
+def test_learnable_scale_modules_own_open_clip_and_siglip_initial_parameters():
+    a, b = feats(5, 4, 0, normalize=True), feats(5, 4, 1, normalize=True)
+    clip = ClipLoss(learnable=True).double()
+    assert [n for n, _ in clip.named_parameters()] == ["logit_scale"]
+    torch.testing.assert_close(clip.logit_scale.exp(), torch.tensor(1 / 0.07, dtype=torch.float64))
+    sig = SigLipLoss(learnable=True).double()
+    assert [n for n, _ in sig.named_parameters()] == ["logit_scale", "logit_bias"]
+    assert float(sig.logit_scale.detach().exp()) == pytest.approx(10.0)
+    assert float(sig.logit_bias.detach()) == -10.0
+    for module, params, op in (
+        (clip, [clip.logit_scale], lambda x, y, t: C.clip_loss(x, y, t.exp())),
+        (
+            sig,
+            [sig.logit_scale, sig.logit_bias],
+            lambda x, y, t, c: C.siglip_loss(x, y, t.exp(), c),
+        ),
+    ):
+        got = module(a, b)
+        copies = [p.detach().clone().requires_grad_(True) for p in params]
+        want = op(a, b, *copies)
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+        for g, w in zip(
+            torch.autograd.grad(got, [a, b, *params]), torch.autograd.grad(want, [a, b, *copies])
+        ):
+            torch.testing.assert_close(g, w, rtol=1e-12, atol=1e-12)
+    custom = SigLipLoss(learnable=True, init_logit_scale=0.5, init_logit_bias=1.0)
+    assert custom.logit_scale.item() == 0.5 and custom.logit_bias.item() == 1.0
+    with pytest.raises(ValueError, match="logit_scale: this ClipLoss owns a learnable"):
+        clip(a, b, scalar(2.0))
+    with pytest.raises(ValueError, match="logit_bias: this SigLipLoss owns a learnable"):
+        sig(a, b, None, scalar(2.0))
+    with pytest.raises(TypeError, match="logit_scale: expected a scalar torch.Tensor"):
+        ClipLoss()(a, b)
+    with pytest.raises(TypeError, match="logit_scale: expected a scalar torch.Tensor"):
+        SigLipLoss()(a, b)
+
+
+def test_moco_module_owns_a_queue_scores_a_copy_then_enqueues_the_keys():
+    torch.manual_seed(0)
+    loss_fn = MoCoLoss(0.2, queue_size=8, dim=4).double()
+    assert loss_fn.queue is not None
+    first = loss_fn.queue.features().clone()
+    assert first.shape == (8, 4)  # filled with random unit vectors, as MoCo's builder does
+    torch.testing.assert_close(first.norm(dim=1), torch.ones(8, dtype=torch.float64))
+    q, k = feats(3, 4, 0, normalize=True), feats(3, 4, 1, normalize=True)
+    got = loss_fn(q, k)
+    want = C.moco_loss(q, k, first, temperature=0.2)
+    torch.testing.assert_close(got, want, rtol=0, atol=0)
+    # the keys are in the queue already, and the backward still runs (the loss saw a copy)
+    torch.testing.assert_close(loss_fn.queue.features(), torch.cat([first[3:], k.detach()]))
+    compare(got, want, (q, k), 1e-12, 1e-12, "moco_queue")
+    # evaluation mode scores without enqueueing
+    before = loss_fn.queue.features().clone()
+    loss_fn.eval()
+    loss_fn(q, k)
+    assert torch.equal(loss_fn.queue.features(), before)
+    # float32 queue against bfloat16 features: the copy takes the features' dtype
+    low = MoCoLoss(queue_size=8, dim=4)
+    assert low(q.detach().bfloat16(), k.detach().bfloat16()).dtype == torch.float32
+    with pytest.raises(ValueError, match="queue: this MoCoLoss owns a queue"):
+        loss_fn(q, k, first)
+    with pytest.raises(ValueError, match="queue_size and dim"):
+        MoCoLoss(queue_size=8)
+
+
+def test_loss_modules_repr_names_their_options():
+    assert repr(InfoNCELoss()) == (
+        "InfoNCELoss(temperature=0.1, normalize=False, reduction='mean', gather=False)"
+    )
+    assert repr(NTXentLoss(0.2, gather=True)) == (
+        "NTXentLoss(temperature=0.2, normalize=True, gather=True)"
+    )
+    assert repr(ClipLoss()) == "ClipLoss(learnable=False, gather=False)"
+    assert repr(SigLipLoss(backend="reference")) == (
+        "SigLipLoss(learnable=False, gather=False, backend='reference')"
+    )
+    assert repr(MoCoLoss()) == "MoCoLoss(temperature=0.2, gather=False)"
+    text = repr(MoCoLoss(queue_size=16, dim=8))
+    assert "temperature=0.2" in text and "(queue): FeatureQueue(size=16, dim=8)" in text
+    with pytest.raises(ValueError, match="reduction"):
+        InfoNCELoss(reduction="max")
+    with pytest.raises(ValueError, match="temperature"):
+        MoCoLoss(0.0)
