@@ -71,7 +71,7 @@ void masked_patch_loss_backward(const View&, const View&, const View&, const Vie
 }
 }  // namespace pyssl::masking::cuda
 namespace pyssl::augment::cuda {
-void augment_view(uintptr_t, const View&, const View&, int64_t, int64_t, int64_t,
+void augment_view(uintptr_t, const View&, const View&, int64_t, int64_t, int64_t, double,
                   const std::vector<double>&, const std::vector<double>&, const View&, uintptr_t) {
   no_cuda();
 }
@@ -136,8 +136,8 @@ void bind_augment(M& m, const char* name) {
   const bool cpu = std::string(name) == "augment_cpu";
   sub.def("augment_view", cpu ? &ns::cpu::augment_view : &ns::cuda::augment_view, py::arg("base"),
           py::arg("images"), py::arg("params"), py::arg("size"), py::arg("interpolation"),
-          py::arg("blur_kernel"), py::arg("mean"), py::arg("std"), py::arg("out"),
-          py::arg("stream") = 0, py::call_guard<py::gil_scoped_release>());
+          py::arg("blur_kernel"), py::arg("solarize_threshold"), py::arg("mean"), py::arg("std"),
+          py::arg("out"), py::arg("stream") = 0, py::call_guard<py::gil_scoped_release>());
 }
 
 // The text family: CPU entry points (GPUs run the Triton kernels).

@@ -81,9 +81,13 @@ def _range(
 
 
 def _prob(p: object, name: str) -> float:
-    if not isinstance(p, (int, float)) or isinstance(p, bool) or not 0.0 <= p <= 1.0:
+    """A probability in [0, 1] as a float (Python or numpy numbers, not booleans)."""
+    number = isinstance(p, (int, float, np.integer, np.floating)) and not isinstance(
+        p, (bool, np.bool_)
+    )
+    if not number or not 0.0 <= float(p) <= 1.0:  # type: ignore[arg-type]
         raise ValueError(f"{name}: expected a probability in [0, 1], got {p!r}")
-    return float(p)
+    return float(p)  # type: ignore[arg-type]
 
 
 def _pair(v: object, name: str, positive: bool = True) -> tuple[float, float]:
@@ -104,8 +108,11 @@ class ViewConfig:
     RandomResizedCrop(size, scale, ratio, interpolation) -> RandomHorizontalFlip(hflip_p) ->
     RandomApply([ColorJitter(brightness, contrast, saturation, hue)], jitter_p) ->
     RandomGrayscale(grayscale_p) -> RandomApply([GaussianBlur(blur_kernel_size, blur_sigma)],
-    blur_p) -> RandomSolarize(128, solarize_p) -> Normalize(mean, std). A probability of 0
-    turns its step off; ``blur_kernel_size=None`` picks :func:`default_blur_kernel`.
+    blur_p) -> RandomSolarize(solarize_threshold, solarize_p) -> Normalize(mean, std). A
+    probability of 0 turns its step off; ``blur_kernel_size=None`` picks
+    :func:`default_blur_kernel`. ``solarize_threshold`` is on the 0-255 scale, as for
+    torchvision's ``RandomSolarize`` on uint8 images (pixels ``>=`` it are inverted), in
+    ``[0, 255]``.
     """
 
     size: int = 224
@@ -123,6 +130,7 @@ class ViewConfig:
     blur_kernel_size: int | None = None
     blur_sigma: tuple[float, float] = (0.1, 2.0)
     solarize_p: float = 0.0
+    solarize_threshold: float = 128.0
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     jitter_ranges: tuple[tuple[float, float] | None, ...] = field(init=False, repr=False)
@@ -142,6 +150,8 @@ class ViewConfig:
             )
         for name in ("hflip_p", "jitter_p", "grayscale_p", "blur_p", "solarize_p"):
             object.__setattr__(self, name, _prob(getattr(self, name), name))
+        threshold = ops.check_solarize_threshold(self.solarize_threshold)
+        object.__setattr__(self, "solarize_threshold", threshold)
         ranges = (
             _range(self.brightness, "brightness", 1.0, 0.0),
             _range(self.contrast, "contrast", 1.0, 0.0),
@@ -360,6 +370,7 @@ class Augment:
                     size=v.size,
                     interpolation=v.interpolation,
                     blur_kernel_size=v.kernel_size,
+                    solarize_threshold=v.solarize_threshold,
                     mean=v.mean,
                     std=v.std,
                     dtype=self.dtype,
@@ -380,10 +391,6 @@ class Augment:
             generator = torch.Generator().manual_seed(seed)
         batch = ops.as_image_batch(images)
         return self.apply(batch, self.sample(batch, generator))
-
-
-def _common(kw: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in kw.items() if v is not None}
 
 
 class SimCLRAugment(Augment):
@@ -411,6 +418,7 @@ class SimCLRAugment(Augment):
         blur_kernel_size: int | None = None,
         blur_sigma: tuple[float, float] = (0.1, 2.0),
         solarize_p: float = 0.0,
+        solarize_threshold: float = 128.0,
         mean: tuple[float, float, float] = IMAGENET_MEAN,
         std: tuple[float, float, float] = IMAGENET_STD,
         dtype: torch.dtype = torch.float32,
@@ -420,22 +428,23 @@ class SimCLRAugment(Augment):
             raise ValueError(f"n_views: expected a positive int, got {n_views!r}")
         view = ViewConfig(
             size,
-            scale,
-            ratio,
-            interpolation,
-            hflip_p,
-            jitter_p,
-            brightness,
-            contrast,
-            saturation,
-            hue,
-            grayscale_p,
-            blur_p,
-            blur_kernel_size,
-            blur_sigma,
-            solarize_p,
-            mean,
-            std,
+            scale=scale,
+            ratio=ratio,
+            interpolation=interpolation,
+            hflip_p=hflip_p,
+            jitter_p=jitter_p,
+            brightness=brightness,
+            contrast=contrast,
+            saturation=saturation,
+            hue=hue,
+            grayscale_p=grayscale_p,
+            blur_p=blur_p,
+            blur_kernel_size=blur_kernel_size,
+            blur_sigma=blur_sigma,
+            solarize_p=solarize_p,
+            solarize_threshold=solarize_threshold,
+            mean=mean,
+            std=std,
         )
         super().__init__([view] * n_views, dtype=dtype, backend=backend)
 
@@ -444,7 +453,8 @@ class BYOLAugment(Augment):
     """BYOL (Grill et al. 2020, appendix B, table 6): two asymmetric views of
     RandomResizedCrop(size, scale=(0.08, 1), bicubic), flip, ColorJitter(0.4, 0.4, 0.2, 0.1)
     p=0.8, grayscale p=0.2, Gaussian blur (kernel 23 at 224, sigma in [0.1, 2]) with p =
-    ``blur_p`` per view (1.0, 0.1) and solarize with p = ``solarize_p`` per view (0.0, 0.2)."""
+    ``blur_p`` per view (1.0, 0.1) and solarize (``solarize_threshold`` 128 of 255) with p =
+    ``solarize_p`` per view (0.0, 0.2)."""
 
     def __init__(
         self,
@@ -464,6 +474,7 @@ class BYOLAugment(Augment):
         blur_kernel_size: int | None = None,
         blur_sigma: tuple[float, float] = (0.1, 2.0),
         solarize_p: tuple[float, float] = (0.0, 0.2),
+        solarize_threshold: float = 128.0,
         mean: tuple[float, float, float] = IMAGENET_MEAN,
         std: tuple[float, float, float] = IMAGENET_STD,
         dtype: torch.dtype = torch.float32,
@@ -473,22 +484,23 @@ class BYOLAugment(Augment):
         views = [
             ViewConfig(
                 size,
-                scale,
-                ratio,
-                interpolation,
-                hflip_p,
-                jitter_p,
-                brightness,
-                contrast,
-                saturation,
-                hue,
-                grayscale_p,
-                blurs[i],
-                blur_kernel_size,
-                blur_sigma,
-                sols[i],
-                mean,
-                std,
+                scale=scale,
+                ratio=ratio,
+                interpolation=interpolation,
+                hflip_p=hflip_p,
+                jitter_p=jitter_p,
+                brightness=brightness,
+                contrast=contrast,
+                saturation=saturation,
+                hue=hue,
+                grayscale_p=grayscale_p,
+                blur_p=blurs[i],
+                blur_kernel_size=blur_kernel_size,
+                blur_sigma=blur_sigma,
+                solarize_p=sols[i],
+                solarize_threshold=solarize_threshold,
+                mean=mean,
+                std=std,
             )
             for i in range(2)
         ]
@@ -508,7 +520,8 @@ class DINOAugment(Augment):
     ``global_size`` with ``global_crops_scale`` and N = ``local_crops_number`` local crops at
     ``local_size`` with ``local_crops_scale``, all bicubic; flip, ColorJitter(0.4, 0.4, 0.2, 0.1)
     p=0.8, grayscale p=0.2; blur p = 1.0 / 0.1 on the global crops and 0.5 on the local ones;
-    solarize p = 0 / 0.2 on the global crops. Views come out global first, then local.
+    solarize (``solarize_threshold`` 128 of 255) p = 0 / 0.2 on the global crops. Views come out
+    global first, then local.
 
     Difference: DINO blurs with PIL's ``GaussianBlur(radius=sigma)`` (an iterated box filter);
     pyssl uses torchvision's ``GaussianBlur`` (kernels ``blur_kernel_size`` and
@@ -537,6 +550,7 @@ class DINOAugment(Augment):
         local_blur_kernel_size: int | None = None,
         blur_sigma: tuple[float, float] = (0.1, 2.0),
         global_solarize_p: tuple[float, float] = (0.0, 0.2),
+        solarize_threshold: float = 128.0,
         mean: tuple[float, float, float] = IMAGENET_MEAN,
         std: tuple[float, float, float] = IMAGENET_STD,
         dtype: torch.dtype = torch.float32,
@@ -559,6 +573,7 @@ class DINOAugment(Augment):
             hue=hue,
             grayscale_p=grayscale_p,
             blur_sigma=blur_sigma,
+            solarize_threshold=solarize_threshold,
             mean=mean,
             std=std,
         )

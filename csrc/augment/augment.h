@@ -4,8 +4,9 @@
 // One view of one image is torchvision's pipeline on a float image: crop + resize (antialiased
 // separable filter, as torch's interpolate(antialias=True)), horizontal flip, the four colour
 // jitter ops in a per-sample order, grayscale, Gaussian blur (reflect padding), solarize and
-// normalise. Pixels are kept on the 0-255 scale in float so that thresholds (solarize at 128) and
-// exact source levels compare exactly; every op is torchvision's float formula rescaled by 255.
+// normalise. Pixels are kept on the 0-255 scale in float so that thresholds (solarize's, 128 by
+// default) and exact source levels compare exactly; every op is torchvision's float formula
+// rescaled by 255.
 //
 // Layouts:
 //   images  int64 [B, 6]  per image: byte offset from `base`, H, W, and the byte strides of a
@@ -207,9 +208,10 @@ PYSSL_HD void after_contrast(int cpos, float& r, float& g, float& b, const doubl
   }
 }
 
-// solarize (threshold 128 of 255, >= inverts, as torchvision's solarize) then normalise.
-PYSSL_HD float finish(float v, bool solarize, float scale, float shift) {
-  if (solarize && v >= 128.f) v = 255.f - v;
+// solarize (pixels >= threshold, on the 0-255 scale, are inverted, as torchvision's solarize)
+// then normalise.
+PYSSL_HD float finish(float v, bool solarize, float threshold, float scale, float shift) {
+  if (solarize && v >= threshold) v = 255.f - v;
   return v * scale + shift;
 }
 
@@ -253,13 +255,15 @@ PYSSL_HD int64_t reflect(int64_t i, int64_t n) {
   return i;
 }
 
-// Host entry points. `mean` and `std` hold three values (normalisation per channel). The kernels
+// Host entry points. `solarize_threshold` is the view's solarize threshold on the 0-255 scale
+// (in [0, 255]); `mean` and `std` hold three values (normalisation per channel). The kernels
 // read only inside each image's crop box, which the entry points check against H and W.
-#define PYSSL_AUGMENT_API(ns)                                                                    \
-  namespace ns {                                                                                 \
-  void augment_view(uintptr_t base, const View& images, const View& params, int64_t size,        \
-                    int64_t interpolation, int64_t blur_kernel, const std::vector<double>& mean, \
-                    const std::vector<double>& std, const View& out, uintptr_t stream);          \
+#define PYSSL_AUGMENT_API(ns)                                                              \
+  namespace ns {                                                                           \
+  void augment_view(uintptr_t base, const View& images, const View& params, int64_t size,  \
+                    int64_t interpolation, int64_t blur_kernel, double solarize_threshold, \
+                    const std::vector<double>& mean, const std::vector<double>& std,       \
+                    const View& out, uintptr_t stream);                                    \
   }
 
 PYSSL_AUGMENT_API(cpu)

@@ -15,7 +15,7 @@ inline std::string str(int64_t v) { return std::to_string(v); }
 // params live in host memory (CPU kernels), so that their values can be range-checked: every crop
 // box inside its image, factors in range, the order a permutation.
 inline int64_t check_augment(const View& images, const View& params, int64_t size,
-                             int64_t interpolation, int64_t blur_kernel,
+                             int64_t interpolation, int64_t blur_kernel, double solarize_threshold,
                              const std::vector<double>& mean, const std::vector<double>& std,
                              const View& out, bool host_tables) {
   check_index_view(images, "images", 2);
@@ -31,6 +31,8 @@ inline int64_t check_augment(const View& images, const View& params, int64_t siz
   check(blur_kernel >= 1 && blur_kernel % 2 == 1,
         "blur_kernel: expected an odd size >= 1, got " + str(blur_kernel));
   check(blur_kernel / 2 < size, "blur_kernel: reflect padding needs kernel_size // 2 < size");
+  check(solarize_threshold >= 0.0 && solarize_threshold <= 255.0,
+        "solarize_threshold: expected a value in [0, 255]");
   check(mean.size() == 3 && std.size() == 3, "mean, std: expected three values each");
   for (double s : std) check(s > 0.0, "std: expected positive values");
   check_view(out, "out", 4, true);

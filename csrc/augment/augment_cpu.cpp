@@ -89,7 +89,8 @@ __attribute__((noinline)) void vertical_taps(float* __restrict lr, float* __rest
 
 template <typename T>
 void one_image(const uint8_t* src, const int64_t* im, const double* p, int64_t S, int interp,
-               int64_t blur_kernel, const float* scale, const float* shift, T* out, Scratch& s) {
+               int64_t blur_kernel, float threshold, const float* scale, const float* shift, T* out,
+               Scratch& s) {
   const int64_t sy = im[3], sx = im[4], sc = im[5];
   const int64_t top = static_cast<int64_t>(p[kTop]), left = static_cast<int64_t>(p[kLeft]);
   const int64_t h = static_cast<int64_t>(p[kHeight]), w = static_cast<int64_t>(p[kWidth]);
@@ -157,9 +158,9 @@ void one_image(const uint8_t* src, const int64_t* im, const double* p, int64_t S
     if (blur) continue;
     T* o = out + y * S;
     for (int64_t x = 0; x < S; ++x) {
-      store(o + x, finish(lr[x], solarize, scale[0], shift[0]));
-      store(o + SS + x, finish(lg[x], solarize, scale[1], shift[1]));
-      store(o + 2 * SS + x, finish(lb[x], solarize, scale[2], shift[2]));
+      store(o + x, finish(lr[x], solarize, threshold, scale[0], shift[0]));
+      store(o + SS + x, finish(lg[x], solarize, threshold, scale[1], shift[1]));
+      store(o + 2 * SS + x, finish(lb[x], solarize, threshold, scale[2], shift[2]));
     }
   }
   if (!blur) return;
@@ -201,7 +202,8 @@ void one_image(const uint8_t* src, const int64_t* im, const double* p, int64_t S
         for (int64_t x = 0; x < S; ++x) line[x] += wv * q[x];
       }
       T* o = out + c * SS + y * S;
-      for (int64_t x = 0; x < S; ++x) store(o + x, finish(line[x], solarize, scale[c], shift[c]));
+      for (int64_t x = 0; x < S; ++x)
+        store(o + x, finish(line[x], solarize, threshold, scale[c], shift[c]));
     }
   }
 }
@@ -209,10 +211,11 @@ void one_image(const uint8_t* src, const int64_t* im, const double* p, int64_t S
 }  // namespace
 
 void augment_view(uintptr_t base, const View& images, const View& params, int64_t size,
-                  int64_t interpolation, int64_t blur_kernel, const std::vector<double>& mean,
-                  const std::vector<double>& std, const View& out, uintptr_t /*stream*/) {
-  const int64_t B = check_augment(images, params, size, interpolation, blur_kernel, mean, std, out,
-                                  /*host_tables=*/true);
+                  int64_t interpolation, int64_t blur_kernel, double solarize_threshold,
+                  const std::vector<double>& mean, const std::vector<double>& std, const View& out,
+                  uintptr_t /*stream*/) {
+  const int64_t B = check_augment(images, params, size, interpolation, blur_kernel,
+                                  solarize_threshold, mean, std, out, /*host_tables=*/true);
   prepare_output(out);
   float scale[3], shift[3];
   for (int c = 0; c < 3; ++c) {
@@ -222,6 +225,7 @@ void augment_view(uintptr_t base, const View& images, const View& params, int64_
   const int64_t* t = images.data<int64_t>();
   const double* p = params.data<double>();
   const int interp = static_cast<int>(interpolation);
+  const float threshold = static_cast<float>(solarize_threshold);
   dispatch_float(out.dtype, [&](auto tag) {
     using T = decltype(tag);
     T* o = out.data<T>();
@@ -229,7 +233,7 @@ void augment_view(uintptr_t base, const View& images, const View& params, int64_
       thread_local Scratch s;
       const int64_t* im = t + 6 * b;
       const uint8_t* src = reinterpret_cast<const uint8_t*>(base + static_cast<uintptr_t>(im[0]));
-      one_image(src, im, p + kParams * b, size, interp, blur_kernel, scale, shift,
+      one_image(src, im, p + kParams * b, size, interp, blur_kernel, threshold, scale, shift,
                 o + b * 3 * size * size, s);
     });
   });

@@ -50,7 +50,9 @@ class Scratch {
   cudaStream_t stream_;
 };
 
+// What finish() needs: the view's solarize threshold (0-255 scale) and the normalisation.
 struct Norm {
+  float threshold;
   float scale[3];
   float shift[3];
 };
@@ -124,9 +126,9 @@ __global__ void colour_kernel(float* scratch, const float* partial, const double
   }
   const bool sol = p[kSolarize] != 0.0;
   T* o = out + b * 3 * SS + i;
-  store(o, finish(r, sol, norm.scale[0], norm.shift[0]));
-  store(o + SS, finish(g, sol, norm.scale[1], norm.shift[1]));
-  store(o + 2 * SS, finish(bl, sol, norm.scale[2], norm.shift[2]));
+  store(o, finish(r, sol, norm.threshold, norm.scale[0], norm.shift[0]));
+  store(o + SS, finish(g, sol, norm.threshold, norm.scale[1], norm.shift[1]));
+  store(o + 2 * SS, finish(bl, sol, norm.threshold, norm.scale[2], norm.shift[2]));
 }
 
 // One separable pass of the Gaussian blur over the blurred images; the vertical pass ends in
@@ -157,18 +159,19 @@ __global__ void blur_pass_kernel(const float* in, float* rows, const double* par
   }
   const bool sol = p[kSolarize] != 0.0;
   T* o = out + b * 3 * SS + i;
-  store(o, finish(r, sol, norm.scale[0], norm.shift[0]));
-  store(o + SS, finish(g, sol, norm.scale[1], norm.shift[1]));
-  store(o + 2 * SS, finish(bl, sol, norm.scale[2], norm.shift[2]));
+  store(o, finish(r, sol, norm.threshold, norm.scale[0], norm.shift[0]));
+  store(o + SS, finish(g, sol, norm.threshold, norm.scale[1], norm.shift[1]));
+  store(o + 2 * SS, finish(bl, sol, norm.threshold, norm.scale[2], norm.shift[2]));
 }
 
 }  // namespace
 
 void augment_view(uintptr_t base, const View& images, const View& params, int64_t size,
-                  int64_t interpolation, int64_t blur_kernel, const std::vector<double>& mean,
-                  const std::vector<double>& std, const View& out, uintptr_t stream) {
-  const int64_t B = check_augment(images, params, size, interpolation, blur_kernel, mean, std, out,
-                                  /*host_tables=*/false);
+                  int64_t interpolation, int64_t blur_kernel, double solarize_threshold,
+                  const std::vector<double>& mean, const std::vector<double>& std, const View& out,
+                  uintptr_t stream) {
+  const int64_t B = check_augment(images, params, size, interpolation, blur_kernel,
+                                  solarize_threshold, mean, std, out, /*host_tables=*/false);
   check(B <= 65535, "images: at most 65535 images per call on CUDA");
   if (B == 0) return;
   cudaStream_t st = reinterpret_cast<cudaStream_t>(stream);
@@ -176,6 +179,7 @@ void augment_view(uintptr_t base, const View& images, const View& params, int64_
   const int64_t blocks = (SS + kThreads - 1) / kThreads;
   check(blocks <= 2147483647, "size: too large");
   Norm norm;
+  norm.threshold = static_cast<float>(solarize_threshold);
   for (int c = 0; c < 3; ++c) {
     norm.scale[c] = static_cast<float>(1.0 / (255.0 * std[c]));
     norm.shift[c] = static_cast<float>(-mean[c] / std[c]);

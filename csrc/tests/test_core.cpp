@@ -129,8 +129,8 @@ static void augment_identity_view_returns_the_source() {
   // A square view of the top-left 5x5 pixels (crop box H x H).
   params[augment::kWidth] = H;
   const View o = view_of(out.data(), DType::f32, {1, 3, H, H});
-  augment::cpu::augment_view(reinterpret_cast<uintptr_t>(img.data()), t, p, H, 0, 1, {0, 0, 0},
-                             {1, 1, 1}, o, 0);
+  augment::cpu::augment_view(reinterpret_cast<uintptr_t>(img.data()), t, p, H, 0, 1, 128.0,
+                             {0, 0, 0}, {1, 1, 1}, o, 0);
   for (int64_t c = 0; c < 3; ++c)
     for (int64_t y = 0; y < H; ++y)
       for (int64_t x = 0; x < H; ++x)

@@ -16,7 +16,25 @@ then every op in float); deliberate differences:
   float path leaves it unclamped);
 * arithmetic is float32 throughout (the tests compare with a float64 reference within one level);
 * a jitter op whose factor is the identity (1, 1, 1, 0) is skipped, exactly as ``ColorJitter``
-  skips an unset op; any other factor runs even when torchvision's uint8 rounding would hide it.
+  skips an unset op; any other factor runs even when torchvision's uint8 rounding would hide it;
+* the solarize threshold is given on the 0-255 scale, as to torchvision's ``RandomSolarize`` on
+  uint8 images (its float path takes it on the ``[0, 1]`` scale), and must lie in ``[0, 255]``;
+* Gaussian blur taps below ``1e-30`` (after normalising the kernel to sum 1) are flushed to zero:
+  they are subnormal in float32 and cost ~100 cycles per multiply on x86, and each changes the
+  result by less than ``1e-30`` of a pixel's value;
+* the crop is always resized with antialiasing when it is downscaled (``antialias=True``,
+  torchvision's default since 0.17): there is no ``antialias=False`` (the aliased resize of
+  torchvision's older defaults);
+* the GPU kernels (Triton and CUDA) keep one float32 scratch of the *output* size,
+  ``[B, 3, S, S]``, besides the blur's second separable pass (which item 5 of the design
+  allows): contrast blends every pixel with the mean grayscale level of the whole view as it
+  enters contrast, so no output pixel can be finished before every pixel of its image has been
+  resampled and run through the jitter ops ordered before contrast. The resampled pixels are
+  therefore written once to the scratch (with per-block partial sums of the mean), and a second
+  kernel finishes them; the alternative, resampling every pixel twice, reads the source twice
+  and costs more than the scratch's ``12 S^2`` bytes per image. The CPU kernel keeps the same
+  ``[3, S, S]`` image per thread, one image at a time. No float copy of the (larger) source
+  image is made anywhere.
 """
 
 from __future__ import annotations
@@ -192,6 +210,7 @@ def _check_config(
     mean: Sequence[float],
     std: Sequence[float],
     dtype: object,
+    solarize_threshold: object = 128.0,
 ) -> None:
     if not isinstance(size, int) or isinstance(size, bool) or size < 1:
         raise ValueError(f"size: expected a positive int, got {size!r}")
@@ -210,6 +229,22 @@ def _check_config(
         raise ValueError(f"std: expected positive values, got {tuple(std)}")
     if dtype not in OUT_DTYPES:
         raise TypeError(f"dtype: expected one of {OUT_DTYPES}, got {dtype}")
+    check_solarize_threshold(solarize_threshold)
+
+
+def check_solarize_threshold(threshold: object) -> float:
+    """The solarize threshold as a float on the 0-255 scale; a ``ValueError`` unless it is a
+    real number in ``[0, 255]`` (torchvision refuses thresholds above the image's maximum
+    value; below 0 every pixel is inverted, as at 0)."""
+    ok = isinstance(threshold, (int, float, np.integer, np.floating)) and not isinstance(
+        threshold, (bool, np.bool_)
+    )
+    if not ok or not 0.0 <= float(threshold) <= 255.0:  # type: ignore[arg-type]
+        raise ValueError(
+            f"solarize_threshold: expected a number in [0, 255] (the 0-255 scale), got "
+            f"{threshold!r}"
+        )
+    return float(threshold)  # type: ignore[arg-type]
 
 
 def augment_view(
@@ -219,6 +254,7 @@ def augment_view(
     size: int,
     interpolation: str = "bilinear",
     blur_kernel_size: int = 1,
+    solarize_threshold: float = 128.0,
     mean: Sequence[float] = (0.485, 0.456, 0.406),
     std: Sequence[float] = (0.229, 0.224, 0.225),
     dtype: torch.dtype = torch.float32,
@@ -233,11 +269,14 @@ def augment_view(
             height, width, whole pixels inside the image), flip (0/1), the jitter factors
             (brightness, contrast, saturation, hue; 1, 1, 1, 0 = unchanged), the order in which
             the four jitter ops run (0 brightness, 1 contrast, 2 saturation, 3 hue), grayscale
-            (0/1), the blur sigma (0 = no blur) and solarize (0/1).
+            (0/1), the blur sigma (0 = no blur) and solarize (0/1; the threshold is
+            ``solarize_threshold``, one per view).
             :meth:`pyssl.augment.ViewParams.pack` builds it.
         size: side ``S`` of the square output.
         interpolation: ``"bilinear"`` or ``"bicubic"`` (both antialiased when downscaling).
         blur_kernel_size: odd Gaussian kernel size (``kernel_size // 2 < size``).
+        solarize_threshold: on the 0-255 scale, in ``[0, 255]``: where solarize is on, pixels
+            ``>= solarize_threshold`` become ``255 - pixel`` (torchvision's ``solarize``).
         mean, std: per-channel normalisation of the ``[0, 1]`` image.
         dtype: float32, bfloat16 or float16 output.
 
@@ -247,14 +286,15 @@ def augment_view(
     """
     check_backend_arg(backend)
     batch = as_image_batch(images)
-    _check_config(size, interpolation, blur_kernel_size, mean, std, dtype)
+    _check_config(size, interpolation, blur_kernel_size, mean, std, dtype, solarize_threshold)
     p = _check_params(params, batch)
     chosen = resolve("augment_view", batch.device, backend)
     m, s = [float(v) for v in mean], [float(v) for v in std]
     interp = INTERPOLATIONS.index(interpolation)
+    k, th = blur_kernel_size, float(solarize_threshold)
     if batch.batch is not None:  # one tensor: through the custom op (opcheck, torch.compile)
-        return _augment_view_op(batch.batch, p, size, interp, blur_kernel_size, m, s, dtype, chosen)
-    return _run(batch, p, size, interp, blur_kernel_size, m, s, dtype, chosen)
+        return _augment_view_op(batch.batch, p, size, interp, k, th, m, s, dtype, chosen)
+    return _run(batch, p, size, interp, k, th, m, s, dtype, chosen)
 
 
 def _run(
@@ -263,6 +303,7 @@ def _run(
     size: int,
     interp: int,
     kernel: int,
+    threshold: float,
     m: list[float],
     s: list[float],
     dtype: torch.dtype,
@@ -270,18 +311,17 @@ def _run(
 ) -> Tensor:
     out = torch.empty(len(batch), 3, size, size, dtype=dtype, device=batch.device)
     if backend == "reference":
-        return _reference_view(batch, p, size, INTERPOLATIONS[interp], kernel, m, s, out)
+        return _reference_view(batch, p, size, INTERPOLATIONS[interp], kernel, threshold, m, s, out)
+    args = (size, interp, kernel, threshold, m, s, out)  # every launcher's order, after params
     if backend == "cpu":
-        launch(
-            "augment", "augment_view", "cpu", 0, batch.table(0), p, size, interp, kernel, m, s, out
-        )
+        launch("augment", "augment_view", "cpu", 0, batch.table(0), p, *args)
         return out
     base, table = _device_buffer(batch)
     if backend == "triton":
-        launch("augment", "augment_view", "triton", base, table, p, size, interp, kernel, m, s, out)
+        launch("augment", "augment_view", "triton", base, table, p, *args)
     else:
-        launch("augment", "augment_view", "cuda", base.data_ptr(), table.to(base.device),
-               p.to(base.device), size, interp, kernel, m, s, out)  # fmt: skip
+        dev = base.device
+        launch("augment", "augment_view", "cuda", base.data_ptr(), table.to(dev), p.to(dev), *args)
     return out
 
 
@@ -292,13 +332,25 @@ def _augment_view_op(
     size: int,
     interpolation: int,
     blur_kernel_size: int,
+    solarize_threshold: float,
     mean: list[float],
     std: list[float],
     dtype: torch.dtype,
     backend: str,
 ) -> Tensor:
     batch = as_image_batch(images)
-    return _run(batch, params, size, interpolation, blur_kernel_size, mean, std, dtype, backend)
+    return _run(
+        batch,
+        params,
+        size,
+        interpolation,
+        blur_kernel_size,
+        solarize_threshold,
+        mean,
+        std,
+        dtype,
+        backend,
+    )
 
 
 @_augment_view_op.register_fake
@@ -308,6 +360,7 @@ def _augment_view_fake(
     size: int,
     interpolation: int,
     blur_kernel_size: int,
+    solarize_threshold: float,
     mean: list[float],
     std: list[float],
     dtype: torch.dtype,
@@ -338,6 +391,7 @@ def _reference_view(
     size: int,
     interpolation: str,
     kernel: int,
+    threshold: float,
     mean: Sequence[float],
     std: Sequence[float],
     out: Tensor,
@@ -351,6 +405,7 @@ def _reference_view(
             size=size,
             interpolation=interpolation,
             blur_kernel_size=kernel,
+            solarize_threshold=threshold,
             mean=tuple(mean),
             std=tuple(std),
             dtype=torch.float32,

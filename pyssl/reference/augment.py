@@ -124,6 +124,8 @@ def gaussian_blur(img: Tensor, kernel_size: int, sigma: float) -> Tensor:
 
 
 def solarize(img: Tensor, threshold: float) -> Tensor:
+    """``F.solarize`` of a float image: pixels ``>= threshold`` (same scale as ``img``) are
+    inverted."""
     return torch.where(img >= threshold, 1.0 - img, img)
 
 
@@ -153,10 +155,12 @@ def apply_one(
     mean: tuple[float, ...],
     std: tuple[float, ...],
     dtype: torch.dtype = torch.float64,
+    solarize_threshold: float = 128.0,
 ) -> Tensor:
     """One view of one uint8 image ``[3, H, W]``: torchvision's SSL pipeline with fixed
     parameters (a jitter op whose factor is the identity is skipped, as ``ColorJitter`` skips
-    an unset one). Returns ``[3, size, size]`` in ``dtype``."""
+    an unset one). ``solarize_threshold`` is on the 0-255 scale, as for torchvision's uint8
+    ``RandomSolarize``. Returns ``[3, size, size]`` in ``dtype``."""
     x = resized_crop(to_float(img, dtype), *box, size, interpolation)
     if flip:
         x = hflip(x)
@@ -168,7 +172,7 @@ def apply_one(
     if sigma > 0:
         x = gaussian_blur(x, blur_kernel_size, sigma)
     if solarize_:
-        x = solarize(x, 128.0 / 255.0)
+        x = solarize(x, solarize_threshold / 255.0)
     return normalize(x, mean, std)
 
 

@@ -45,6 +45,7 @@ def _run(images, packed, cfg, dtype=torch.float32):
         cfg.size,
         ops.INTERPOLATIONS.index(cfg.interpolation),
         cfg.kernel_size,
+        cfg.solarize_threshold,
         list(cfg.mean),
         list(cfg.std),
         out,
@@ -62,6 +63,7 @@ def _reference(images, packed, cfg):
                 size=cfg.size,
                 interpolation=cfg.interpolation,
                 blur_kernel_size=cfg.kernel_size,
+                solarize_threshold=cfg.solarize_threshold,
                 mean=cfg.mean,
                 std=cfg.std,
             )
@@ -122,6 +124,68 @@ def test_triton_view_matches_reference_and_cpu(kind, kw, seed):
     assert (out - cpu).abs().max().item() < 1e-3
 
 
+def _fixed(**cols: float) -> torch.Tensor:
+    """One params row: identity steps except those given."""
+    row = dict(zip(ops.PARAM_COLUMNS, [0, 0, 1, 1, 0, 1, 1, 1, 0, 0, 1, 2, 3, 0, 0, 0]))
+    row.update(cols)
+    return torch.tensor([list(row.values())], dtype=torch.float64)
+
+
+def _step_images() -> list[torch.Tensor]:
+    """Two 17x23 images: a cut of a photograph and random pixels."""
+    from sklearn.datasets import load_sample_images
+
+    photo = load_sample_images().images[0][120:137, 210:233]
+    noise = torch.randint(
+        0, 256, (17, 23, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(7)
+    )
+    return [torch.from_numpy(np.ascontiguousarray(photo)), noise]
+
+
+_BOX = dict(top=2, left=3, height=14, width=17)  # downscaled to 12 on both axes
+# (params columns, ViewConfig arguments): one step each, fixed parameters, S = 12.
+STEPS = {
+    "flip": (dict(_BOX, flip=1), {}),
+    "grayscale": (dict(_BOX, grayscale=1), {}),
+    "brightness": (dict(_BOX, brightness=1.35), {}),
+    "contrast": (dict(_BOX, contrast=0.55), {}),
+    "saturation": (dict(_BOX, saturation=1.7), {}),
+    "hue": (dict(_BOX, hue=-0.31), {}),
+    "hue_wrap": (dict(_BOX, hue=0.5), {}),
+    "blur": (dict(_BOX, sigma=1.3), dict(blur_kernel_size=5)),
+    "solarize": (dict(_BOX, solarize=1), {}),
+    # An identity view (a 12x12 crop at 12): every pixel is a source level, none near 100.5.
+    "solarize_threshold": (
+        dict(top=4, left=9, height=12, width=12, solarize=1),
+        dict(solarize_threshold=100.5),
+    ),
+    "bicubic": (dict(_BOX, flip=1), dict(interpolation="bicubic")),
+}
+
+
+@pytest.mark.parametrize("step", list(STEPS))
+def test_triton_each_step_matches_reference(step):
+    cols, kw = STEPS[step]
+    images = _step_images()
+    cfg = A.ViewConfig(size=12, **kw)
+    p = _fixed(**cols).repeat(len(images), 1)
+    out = _run(images, p, cfg)
+    assert not out.isnan().any()
+    exact = _reference(images, p, cfg)
+    assert _levels(out, exact, cfg) <= 1.0
+    if step == "solarize_threshold":  # the threshold itself, not 128, reached the kernel
+        assert _levels(_reference(images, p, A.ViewConfig(size=12)), exact, cfg) > 1.0
+    cpu = ops.augment_view(
+        images,
+        p,
+        size=12,
+        interpolation=cfg.interpolation,
+        blur_kernel_size=cfg.kernel_size,
+        solarize_threshold=cfg.solarize_threshold,
+    )
+    assert (out - cpu).abs().max().item() < 1e-3
+
+
 def test_triton_reads_channels_first_and_strided_batches():
     g = torch.Generator().manual_seed(4)
     imgs = torch.randint(0, 256, (2, 3, 10, 13), dtype=torch.uint8, generator=g)
@@ -130,7 +194,9 @@ def test_triton_reads_channels_first_and_strided_batches():
     batch = ops.as_image_batch(imgs.to(DEVICE))
     base, table = ops._device_buffer(batch)
     out = torch.full((2, 3, 6, 6), float("nan"), device=DEVICE)
-    tk.augment_view(base, table, p, 6, 0, cfg.kernel_size, list(cfg.mean), list(cfg.std), out)
+    tk.augment_view(
+        base, table, p, 6, 0, cfg.kernel_size, 128.0, list(cfg.mean), list(cfg.std), out
+    )
     hwc = [t.permute(1, 2, 0) for t in imgs]
     assert _levels(out.cpu(), _reference(hwc, p, cfg), cfg) <= 1.0
 
@@ -181,8 +247,9 @@ _COMPILE_SCRIPT = textwrap.dedent(
     from triton.compiler import ASTSource
     from pyssl.kernels.triton import augment as M
 
-    def compile_(kernel, ptrs, consts):
-        sig = {n: "constexpr" if n in consts else ("*" + ptrs[n] if n in ptrs else "i32")
+    def compile_(kernel, ptrs, consts, scalars={"threshold": "fp32"}):
+        sig = {n: "constexpr" if n in consts else ("*" + ptrs[n] if n in ptrs else
+                                                   scalars.get(n, "i32"))
                for n in kernel.arg_names}
         src = ASTSource(fn=kernel, signature=sig, constexprs=consts)
         assert triton.compile(src, target=GPUTarget("cuda", 90, 32)).asm["cubin"]

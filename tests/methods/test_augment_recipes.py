@@ -53,6 +53,7 @@ def test_scaling_to_the_image_size() -> None:
     assert (moco.scale, moco.brightness, moco.hue, moco.blur_p) == ((0.2, 1.0), 0.4, 0.1, 0.5)
     byol = build("byol").default_augment(224, 3).views
     assert [v.blur_p for v in byol] == [1.0, 0.1] and [v.solarize_p for v in byol] == [0.0, 0.2]
+    assert all(v.solarize_threshold == 128.0 for v in byol)  # torchvision's 128 of 255
     assert [v.blur_p for v in build("byol").default_augment(32, 3).views] == [0.0, 0.0]
     assert [dino_local_size(s) for s in (32, 64, 224)] == [16, 24, 96]
     dino = build("dino").default_augment(224, 3).views

@@ -58,6 +58,7 @@ def _reference(images, packed: torch.Tensor, cfg: A.ViewConfig) -> torch.Tensor:
                 size=cfg.size,
                 interpolation=cfg.interpolation,
                 blur_kernel_size=cfg.kernel_size,
+                solarize_threshold=cfg.solarize_threshold,
                 mean=cfg.mean,
                 std=cfg.std,
             )
@@ -78,6 +79,7 @@ def _run(images, packed, cfg, dtype=torch.float32):
         size=cfg.size,
         interpolation=cfg.interpolation,
         blur_kernel_size=cfg.kernel_size,
+        solarize_threshold=cfg.solarize_threshold,
         mean=cfg.mean,
         std=cfg.std,
         dtype=dtype,
@@ -233,6 +235,7 @@ def test_kernel_writes_every_output_element():
             19,
             0,
             5,
+            128.0,
             list(cfg.mean),
             list(cfg.std),
             out,
@@ -425,10 +428,18 @@ def test_core_rejects_bad_tables_on_its_own():
             4,
             0,
             1,
+            128.0,
             [0.0] * 3,
             [1.0] * 3,
             _backend.view(out),
         )
+    good = _backend.view(_fixed(1))
+    for threshold in (-1.0, 255.5, float("nan")):
+        with pytest.raises(ValueError, match="solarize_threshold"):
+            _backend._C.augment_cpu.augment_view(
+                0, _backend.view(table), good, 4, 0, 1, threshold, [0.0] * 3, [1.0] * 3,
+                _backend.view(out),
+            )  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -447,6 +458,12 @@ def test_core_rejects_bad_tables_on_its_own():
         (dict(size=8, blur_kernel_size=17), "blur_kernel_size"),
         (dict(std=(1.0, 0.0, 1.0)), "std"),
         (dict(interpolation="nearest"), "interpolation"),
+        (dict(solarize_threshold=-1.0), "solarize_threshold"),
+        (dict(solarize_threshold=256), "solarize_threshold"),
+        (dict(solarize_threshold=float("nan")), "solarize_threshold"),
+        (dict(solarize_threshold=True), "solarize_threshold"),
+        (dict(solarize_threshold="128"), "solarize_threshold"),
+        (dict(solarize_p=np.bool_(True)), "solarize_p"),
     ],
 )
 def test_bad_config(kw, match):
@@ -496,7 +513,7 @@ def test_gpu_backends_match_cpu(photos, backend):
 def test_opcheck_batch_path():
     imgs = torch.stack(_rand_images(13, [(12, 10)] * 2))
     p = _fixed(2, height=8, width=9, brightness=1.2, sigma=0.7)
-    args = (imgs, p, 6, 0, 3, [0.5] * 3, [0.25] * 3, torch.float32, "cpu")
+    args = (imgs, p, 6, 0, 3, 100.0, [0.5] * 3, [0.25] * 3, torch.float32, "cpu")
     torch.library.opcheck(ops._augment_view_op, args)
 
 
@@ -506,3 +523,54 @@ def test_solarize_threshold_is_inclusive():
     img = torch.tensor([[[128, 127, 255]]], dtype=torch.uint8)  # [1, 1, 3]: r, g, b
     out = ops.augment_view(img[None], _fixed(1, solarize=1), size=1, mean=(0, 0, 0), std=(1, 1, 1))
     assert torch.allclose(out.flatten() * 255, torch.tensor([127.0, 127.0, 0.0]), atol=1e-3)
+
+
+@pytest.mark.parametrize("threshold", [0.0, 64.0, 100.5, 200.0, 255.0])
+def test_solarize_threshold_matches_reference(photos, threshold):
+    # A non-default threshold through the fused kernel, against the reference's F.solarize at
+    # threshold / 255; on an identity view (a 100x100 crop at 100) every pixel is a source
+    # level, so none lies within float rounding of a threshold that is not a whole level.
+    cfg = A.ViewConfig(size=100, solarize_threshold=threshold)
+    assert cfg.solarize_threshold == threshold
+    packed = _fixed(2, height=100, width=100, solarize=1)
+    out = _run(photos, packed, cfg)
+    exact = _reference(photos, packed, cfg)
+    assert _levels(out, exact, cfg) <= 1e-3
+    default = _reference(photos, packed, A.ViewConfig(size=100))
+    assert threshold == 128.0 or _levels(default, exact, cfg) > 1.0  # the threshold is used
+
+
+def test_solarize_threshold_is_per_view_and_on_the_recipes():
+    img = torch.tensor([[[100, 150, 250]]], dtype=torch.uint8)[None]  # [1, 1, 1, 3]
+    p = _fixed(1, solarize=1)
+    kw = dict(size=1, mean=(0, 0, 0), std=(1, 1, 1))
+    for threshold, expect in ((128, [100, 105, 5]), (100, [155, 105, 5]), (251, [100, 150, 250])):
+        out = ops.augment_view(img, p, solarize_threshold=threshold, **kw)
+        assert torch.allclose(out.flatten() * 255, torch.tensor(expect, dtype=torch.float32))
+    for recipe in (A.SimCLRAugment(), A.BYOLAugment(), A.DINOAugment(local_crops_number=2)):
+        assert all(v.solarize_threshold == 128.0 for v in recipe.views)
+    byol = A.BYOLAugment(size=8, solarize_threshold=np.float32(64), solarize_p=1.0, blur_p=0.0)
+    dino = A.DINOAugment(32, 16, local_crops_number=1, solarize_threshold=200)
+    simclr = A.SimCLRAugment(size=8, solarize_threshold=10, solarize_p=np.float32(0.5))
+    assert [v.solarize_threshold for v in byol.views] == [64.0, 64.0]
+    assert [v.solarize_threshold for v in dino.views] == [200.0] * 3
+    assert simclr.views[0].solarize_threshold == 10.0 and simclr.views[0].solarize_p == 0.5
+    # Through Augment.apply: each view's own threshold reaches the kernel.
+    images = _rand_images(14, [(12, 12)] * 2)
+    params = byol.sample(images, torch.Generator().manual_seed(0))
+    for cfg, prm, v in zip(byol.views, params, byol.apply(images, params)):
+        assert _levels(v, _reference(images, prm.pack(), cfg), cfg) <= LEVEL
+    with pytest.raises(ValueError, match="solarize_threshold"):
+        ops.augment_view(img, p, solarize_threshold=300, **kw)
+    with pytest.raises(ValueError, match="solarize_threshold"):
+        A.DINOAugment(solarize_threshold=-5)
+
+
+def test_probabilities_accept_numpy_scalars():
+    cfg = A.ViewConfig(
+        size=4, hflip_p=np.float32(0.25), blur_p=np.float64(0.5), jitter_p=np.int64(1)
+    )
+    assert (cfg.hflip_p, cfg.blur_p, cfg.jitter_p) == (0.25, 0.5, 1.0)
+    assert all(type(v) is float for v in (cfg.hflip_p, cfg.blur_p, cfg.jitter_p))
+    with pytest.raises(ValueError, match="hflip_p"):
+        A.ViewConfig(size=4, hflip_p=np.float32(1.5))

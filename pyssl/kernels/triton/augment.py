@@ -4,9 +4,9 @@ images (the default GPU backend of :func:`pyssl.ops.augment.augment_view`).
 Semantics are those of :mod:`pyssl.reference.augment` and of the C++ kernel (``csrc/augment``):
 torchvision's float pipeline on the 0-255 scale in float32. The launcher takes what the CPU
 entry point takes: a uint8 ``base`` buffer, a table ``[B, 6]`` int64 of (byte offset into base,
-H, W, row, column and channel strides), the params table ``[B, 16]`` float64, and writes
-``out [B, 3, S, S]``. The caller validates everything (crop boxes inside their images), so the
-kernels' loads stay inside each image.
+H, W, row, column and channel strides), the params table ``[B, 16]`` float64, the view's
+solarize threshold (0-255 scale), and writes ``out [B, 3, S, S]``. The caller validates
+everything (crop boxes inside their images), so the kernels' loads stay inside each image.
 
 Passes (each program owns a block of output pixels of one image; no atomics, every sum in a
 fixed order, so results repeat bit for bit):
@@ -123,8 +123,9 @@ def _contrast_position(prm):
 
 
 @triton.jit
-def _finish(v, solarize, scale, shift):
-    v = tl.where(solarize & (v >= 128.0), 255.0 - v, v)
+def _finish(v, solarize, threshold, scale, shift):
+    """Solarize (pixels >= ``threshold`` on the 0-255 scale are inverted), then normalise."""
+    v = tl.where(solarize & (v >= threshold), 255.0 - v, v)
     return v * scale + shift
 
 
@@ -194,6 +195,7 @@ def _colour_kernel(
     out_ptr,
     scale_ptr,
     shift_ptr,
+    threshold,
     S,
     NBLK,
     BLOCK: tl.constexpr,
@@ -231,9 +233,9 @@ def _colour_kernel(
     ty = out_ptr.dtype.element_ty
     s0, s1, s2 = tl.load(scale_ptr), tl.load(scale_ptr + 1), tl.load(scale_ptr + 2)
     h0, h1, h2 = tl.load(shift_ptr), tl.load(shift_ptr + 1), tl.load(shift_ptr + 2)
-    tl.store(o, _finish(r, solarize, s0, h0).to(ty), mask=done)
-    tl.store(o + SS, _finish(g, solarize, s1, h1).to(ty), mask=done)
-    tl.store(o + 2 * SS, _finish(bl, solarize, s2, h2).to(ty), mask=done)
+    tl.store(o, _finish(r, solarize, threshold, s0, h0).to(ty), mask=done)
+    tl.store(o + SS, _finish(g, solarize, threshold, s1, h1).to(ty), mask=done)
+    tl.store(o + 2 * SS, _finish(bl, solarize, threshold, s2, h2).to(ty), mask=done)
 
 
 @triton.jit
@@ -244,6 +246,7 @@ def _blur_kernel(
     params_ptr,
     scale_ptr,
     shift_ptr,
+    threshold,
     S,
     KB,
     BLOCK: tl.constexpr,
@@ -284,9 +287,9 @@ def _blur_kernel(
         ty = dst_ptr.dtype.element_ty
         s0, s1, s2 = tl.load(scale_ptr), tl.load(scale_ptr + 1), tl.load(scale_ptr + 2)
         h0, h1, h2 = tl.load(shift_ptr), tl.load(shift_ptr + 1), tl.load(shift_ptr + 2)
-        tl.store(o, _finish(r, solarize, s0, h0).to(ty), mask=m)
-        tl.store(o + SS, _finish(g, solarize, s1, h1).to(ty), mask=m)
-        tl.store(o + 2 * SS, _finish(bl, solarize, s2, h2).to(ty), mask=m)
+        tl.store(o, _finish(r, solarize, threshold, s0, h0).to(ty), mask=m)
+        tl.store(o + SS, _finish(g, solarize, threshold, s1, h1).to(ty), mask=m)
+        tl.store(o + 2 * SS, _finish(bl, solarize, threshold, s2, h2).to(ty), mask=m)
     else:
         tl.store(o, r, mask=m)
         tl.store(o + SS, g, mask=m)
@@ -360,15 +363,22 @@ def augment_view(
     size: int,
     interpolation: int,
     blur_kernel: int,
+    solarize_threshold: float,
     mean: list[float],
     std: list[float],
     out: torch.Tensor,
 ) -> None:
-    """Writes one view of every image into ``out [B, 3, size, size]`` (see the module doc)."""
+    """Writes one view of every image into ``out [B, 3, size, size]`` (see the module doc);
+    ``solarize_threshold`` is the view's, on the 0-255 scale (pixels >= it are inverted)."""
     if base.dtype != torch.uint8 or table.dtype != torch.int64 or params.dtype != torch.float64:
         raise ValueError("augment_view: expected uint8 base, int64 table, float64 params")
     if out.shape != (table.shape[0], 3, size, size) or not out.is_contiguous():
         raise ValueError("out: expected a contiguous [B, 3, size, size] tensor")
+    if not 0.0 <= solarize_threshold <= 255.0:
+        raise ValueError(
+            f"solarize_threshold: expected a value in [0, 255], got {solarize_threshold}"
+        )
+    threshold = float(solarize_threshold)
     dev = out.device
     host = params.detach().cpu()  # the caller's params live on the host: no device sync
     bicubic = interpolation == 1
@@ -399,6 +409,7 @@ def augment_view(
         out,
         scale,
         shift,
+        threshold,
         S,
         nblk,
         BLOCK=BLOCK,
@@ -408,8 +419,28 @@ def augment_view(
         gk = _gaussian_tables(params[:, 14], blur_kernel)
         rows = torch.empty_like(scratch)
         wrap_triton(_blur_kernel)[grid](
-            scratch, rows, gk, params, scale, shift, S, blur_kernel, BLOCK=BLOCK, VERTICAL=False
+            scratch,
+            rows,
+            gk,
+            params,
+            scale,
+            shift,
+            threshold,
+            S,
+            blur_kernel,
+            BLOCK=BLOCK,
+            VERTICAL=False,
         )
         wrap_triton(_blur_kernel)[grid](
-            rows, out, gk, params, scale, shift, S, blur_kernel, BLOCK=BLOCK, VERTICAL=True
+            rows,
+            out,
+            gk,
+            params,
+            scale,
+            shift,
+            threshold,
+            S,
+            blur_kernel,
+            BLOCK=BLOCK,
+            VERTICAL=True,
         )
