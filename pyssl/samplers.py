@@ -60,6 +60,46 @@ def _choose_subset(cand: np.ndarray, n_cand: int, need: int, rng: Rng) -> None:
 
 
 @numba.njit(cache=True)
+def beit_block(
+    mask: np.ndarray,
+    rng: Rng,
+    max_mask: int,
+    min_num: int,
+    log_lo: float,
+    log_hi: float,
+) -> int:
+    """One block of BEiT's ``MaskingGenerator._mask``: at most 10 attempts, each an area
+    ``U(min_num, max_mask)``, an aspect ratio ``exp(U(log_lo, log_hi))`` and a uniform corner;
+    the first block of ``round(sqrt(area * aspect)) x round(sqrt(area / aspect))`` patches
+    that fits the grid and adds between 1 and ``max_mask`` new patches is masked. Returns the
+    number of patches it added (0: no attempt succeeded)."""
+    height, width = mask.shape
+    delta = 0
+    for _attempt in range(10):
+        # Python's random.uniform(a, b) = a + (b - a) * random(), also for b < a
+        target_area = min_num + (max_mask - min_num) * rng.random()
+        aspect = math.exp(log_lo + (log_hi - log_lo) * rng.random())
+        h = int(np.rint(math.sqrt(target_area * aspect)))
+        w = int(np.rint(math.sqrt(target_area / aspect)))
+        if w < width and h < height:
+            top = rng.integers(0, height - h + 1)
+            left = rng.integers(0, width - w + 1)
+            num_masked = 0
+            for i in range(top, top + h):
+                for j in range(left, left + w):
+                    num_masked += mask[i, j]
+            if 0 < h * w - num_masked <= max_mask:
+                for i in range(top, top + h):
+                    for j in range(left, left + w):
+                        if not mask[i, j]:
+                            mask[i, j] = True
+                            delta += 1
+        if delta > 0:
+            break
+    return delta
+
+
+@numba.njit(cache=True)
 def _beit_one(
     mask: np.ndarray,
     rng: Rng,
@@ -74,28 +114,7 @@ def _beit_one(
     count = 0
     while count < num_masking:
         max_mask = min(num_masking - count, max_num)
-        delta = 0
-        for _attempt in range(10):
-            # Python's random.uniform(a, b) = a + (b - a) * random(), also for b < a
-            target_area = min_num + (max_mask - min_num) * rng.random()
-            aspect = math.exp(log_lo + (log_hi - log_lo) * rng.random())
-            h = int(np.rint(math.sqrt(target_area * aspect)))
-            w = int(np.rint(math.sqrt(target_area / aspect)))
-            if w < width and h < height:
-                top = rng.integers(0, height - h + 1)
-                left = rng.integers(0, width - w + 1)
-                num_masked = 0
-                for i in range(top, top + h):
-                    for j in range(left, left + w):
-                        num_masked += mask[i, j]
-                if 0 < h * w - num_masked <= max_mask:
-                    for i in range(top, top + h):
-                        for j in range(left, left + w):
-                            if not mask[i, j]:
-                                mask[i, j] = True
-                                delta += 1
-            if delta > 0:
-                break
+        delta = beit_block(mask, rng, max_mask, min_num, log_lo, log_hi)
         if delta == 0:
             break
         count += delta
@@ -379,8 +398,10 @@ def ijepa_masks(
     uniform, as in I-JEPA; the context block is square). Per image: ``npred`` target blocks,
     then ``nenc`` context blocks restricted to the complement of every target block (unless
     ``allow_overlap``). A block must keep more than ``min_keep`` patches; after 20 failures one
-    target constraint is dropped (I-JEPA's rule), so the loop ends. Defaults are I-JEPA's
-    ViT-H/14 224 px config (grid 14x14 for 16 px patches).
+    target constraint is dropped (I-JEPA's rule), so the loop ends. The scales, aspect range,
+    counts and ``min_keep`` default to I-JEPA's published configs (the ImageNet ViT-H/14 ones),
+    on the 14x14 grid of a ViT/16 at 224 px (``MaskCollator``'s own default, patch 16); a
+    ViT-H/14 at 224 px has a 16x16 grid: pass ``input_size=16`` for it.
 
     Returns ``(enc_idx [batch, nenc, K_enc], pred_idx [batch, npred, K_pred])`` int64 patch
     indices (row-major), each list cut to the smallest count in the batch, as I-JEPA does.
@@ -533,26 +554,46 @@ def data2vec_masks(
 # ------------------------------------------------------------------------- text: span, time
 
 
+def span_length_cdf(p: float, max_span: int, length: int) -> np.ndarray:
+    """The CDF of SpanBERT's span-length law as the sampler draws it: Geometric(``p``)
+    truncated to ``1..max_span`` and renormalised (SpanBERT's ``len_distrib = [p * (1 - p) **
+    (i - 1) for i in 1..max_span]`` divided by its sum; mean 3.79 for p = 0.2, max_span = 10),
+    ``F(l) = (1 - (1 - p)^l) / (1 - (1 - p)^max_span)`` in closed form (``math.expm1`` and
+    ``math.log1p``, the expression :func:`pyssl.reference.text.span_mask` evaluates: the same
+    bits, so the two draw the same lengths).
+
+    Only ``K = min(max_span, length)`` points are kept, the last one set to 1: a span is cut to
+    the remaining budget (at most ``length``) anyway, so every length from ``K`` on acts alike.
+    A length is ``1 + searchsorted(cdf, u, side="right")`` for ``u ~ U[0, 1)``, as
+    ``np.random.choice(lens, p=len_distrib)`` draws it."""
+    k = max(min(max_span, length), 1)
+    a = math.log1p(-p) if p < 1.0 else -math.inf
+    denom = math.expm1(max_span * a)
+    cdf = np.array([math.expm1(n * a) / denom for n in range(1, k + 1)], dtype=np.float64)
+    cdf[-1] = 1.0
+    return cdf
+
+
 @numba.njit(cache=True)
 def span_mask_row(
     allowed: np.ndarray,
     budget: int,
-    p: float,
-    max_span: int,
+    cdf: np.ndarray,
     rng: Rng,
     chosen: np.ndarray,
     span_id: np.ndarray,
     first_span: int,
 ) -> int:
     """SpanBERT's spans for one row (see ``pyssl.reference.text.span_mask``): writes chosen and
-    span ids (from ``first_span``) and returns the number of spans."""
+    span ids (from ``first_span``) and returns the number of spans. ``cdf``: the span-length
+    law (:func:`span_length_cdf`)."""
     length = allowed.shape[0]
     count = 0
     spans = 0
     for _ in range(50 * length):
         if count >= budget:
             break
-        span = min(rng.geometric(p), max_span, budget - count)
+        span = min(int(np.searchsorted(cdf, rng.random(), side="right")) + 1, budget - count)
         start = rng.integers(0, length)
         if start + span > length:
             continue
@@ -568,6 +609,20 @@ def span_mask_row(
             span_id[k] = first_span + spans
         count += span
         spans += 1
+    if count < budget:
+        # out of draws: the rest of the budget as one-token spans on uniform free tokens
+        cand = np.empty(length, dtype=np.int64)
+        n_free = 0
+        for k in range(length):
+            if allowed[k] and not chosen[k]:
+                cand[n_free] = k
+                n_free += 1
+        need = min(budget - count, n_free)
+        _choose_subset(cand, n_free, need, rng)
+        for k in range(need):
+            chosen[cand[k]] = True
+            span_id[cand[k]] = first_span + spans
+            spans += 1
     return spans
 
 
@@ -575,8 +630,7 @@ def span_mask_row(
 def _span_batch(
     allowed: np.ndarray,
     prob: float,
-    p: float,
-    max_span: int,
+    cdf: np.ndarray,
     rng: Rng,
     chosen: np.ndarray,
     span_id: np.ndarray,
@@ -586,20 +640,28 @@ def _span_batch(
         for k in range(allowed.shape[1]):
             n += allowed[b, k]
         budget = int(prob * n + 0.5)
-        span_mask_row(allowed[b], budget, p, max_span, rng, chosen[b], span_id[b], 0)
+        span_mask_row(allowed[b], budget, cdf, rng, chosen[b], span_id[b], 0)
 
 
 def span_mask_batch(
     allowed: np.ndarray, prob: float, p: float, max_span: int, rng: Rng
 ) -> tuple[np.ndarray, np.ndarray]:
     """SpanBERT spans for each row of ``allowed`` ([B, T] bool: tokens that may be masked),
-    with a budget of ``int(prob * allowed_in_row + 0.5)`` tokens: (chosen [B, T] bool, span id
-    [B, T] int64, -1 outside spans, numbered per row)."""
+    with a budget of ``int(prob * allowed_in_row + 0.5)`` tokens, span lengths from
+    Geometric(``p``) truncated to ``1..max_span`` and renormalised (SpanBERT's law): (chosen
+    [B, T] bool, span id [B, T] int64, -1 outside spans, numbered per row). Every row chooses
+    exactly its budget (see :func:`pyssl.ops.span_mask` for the rules)."""
+    allowed = np.ascontiguousarray(allowed, dtype=np.bool_)
+    if allowed.ndim != 2:
+        raise ValueError(f"allowed: expected a [B, T] array, got shape {allowed.shape}")
+    prob = _ratio(prob, "prob")
+    if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 < p <= 1.0:
+        raise ValueError(f"p: expected a probability in (0, 1], got {p!r}")
+    max_span = _pos_int(max_span, "max_span")
     chosen = np.zeros(allowed.shape, dtype=np.bool_)
     span_id = np.full(allowed.shape, -1, dtype=np.int64)
-    _span_batch(
-        np.ascontiguousarray(allowed, dtype=np.bool_), prob, p, max_span, rng, chosen, span_id
-    )
+    cdf = span_length_cdf(float(p), max_span, allowed.shape[1])
+    _span_batch(allowed, prob, cdf, _rng(rng), chosen, span_id)
     return chosen, span_id
 
 

@@ -9,6 +9,7 @@ import math
 
 import numpy as np
 import pytest
+from scipy import stats
 
 from pyssl import masking, samplers
 from pyssl.reference import samplers as ref
@@ -54,6 +55,62 @@ def test_beit_laws():
     nb[:, :, 1:] |= m[:, :, :-1]
     nb[:, :, :-1] |= m[:, :, 1:]
     assert (nb & m).sum() / m.sum() > 0.97
+
+
+def _beit_definition_boxes(
+    rng: np.random.Generator, n: int, grid: int, lo: int, hi: int, log_aspect: tuple[float, float]
+) -> tuple[np.ndarray, np.ndarray]:
+    """BEiT's block law simulated from its definition, vectorised: area ``U(lo, hi)``, aspect
+    ``exp(U(log_aspect))``, sides ``round(sqrt(area * aspect))`` and ``round(sqrt(area /
+    aspect))``; an attempt counts when the block fits the grid and has at most ``hi`` patches
+    (on an empty grid), so the placed block follows the law conditioned on that."""
+    area = lo + (hi - lo) * rng.random(n)
+    aspect = np.exp(log_aspect[0] + (log_aspect[1] - log_aspect[0]) * rng.random(n))
+    h, w = np.rint(np.sqrt(area * aspect)), np.rint(np.sqrt(area / aspect))
+    ok = (h < grid) & (w < grid) & (h * w <= hi) & (h * w > 0)
+    return h[ok], w[ok]
+
+
+def test_beit_single_block_laws():
+    """One block per image (one call of BEiT's ``_mask`` step on an empty 40x40 grid, blocks of
+    100 to 300 patches): the masked region is one rectangle; its area lies within
+    [min_num_patches, max block area] up to the rounding of the sides; its log aspect ratio
+    is close to uniform on [log 0.3, log 1/0.3] (one-sample KS; the rounded sides make it
+    discrete) and follows the definition's law (two-sample KS against a simulation of it),
+    a test that rejects a linear-uniform aspect law."""
+    grid, lo, hi, n = 40, 100, 300, 4000
+    log_aspect = (math.log(0.3), math.log(1 / 0.3))
+    rng = np.random.default_rng(0)
+    hw = np.empty((n, 2), dtype=np.int64)
+    for k in range(n):
+        mask = np.zeros((grid, grid), dtype=np.bool_)
+        added = samplers.beit_block(mask, rng, hi, lo, *log_aspect)
+        rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
+        h, w = rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1
+        assert added == h * w == mask.sum()  # one filled rectangle
+        hw[k] = h, w
+    area = hw[:, 0] * hw[:, 1]
+    # area: at most the max block area; at least min_num_patches less the rounding of the
+    # sides, (sqrt(a r) - 1/2)(sqrt(a / r) - 1/2) at a = 100 and the extreme aspect 0.3
+    r = 0.3
+    floor = (math.sqrt(lo * r) - 0.5) * (math.sqrt(lo / r) - 0.5)
+    assert area.max() <= hi and area.min() >= math.floor(floor)
+    assert ((area >= lo) & (area <= hi)).mean() > 0.97
+    log_ratio = np.log(hw[:, 0] / hw[:, 1])
+    uniform = stats.uniform(log_aspect[0], log_aspect[1] - log_aspect[0])
+    ks = stats.kstest(log_ratio, uniform.cdf)
+    assert ks.statistic < 0.035, ks  # the definition's own rounding gives ~0.016
+    sim_h, sim_w = _beit_definition_boxes(
+        np.random.default_rng(1), 200_000, grid, lo, hi, log_aspect
+    )
+    assert stats.ks_2samp(log_ratio, np.log(sim_h / sim_w)).pvalue > 1e-3
+    assert stats.ks_2samp(area, sim_h * sim_w).pvalue > 1e-3
+    g = np.random.default_rng(2)  # power: aspect uniform on [0.3, 1/0.3] instead
+    a = lo + (hi - lo) * g.random(200_000)
+    asp = 0.3 + (1 / 0.3 - 0.3) * g.random(200_000)
+    h2, w2 = np.rint(np.sqrt(a * asp)), np.rint(np.sqrt(a / asp))
+    ok = (h2 < grid) & (w2 < grid) & (h2 * w2 <= hi)
+    assert stats.ks_2samp(log_ratio, np.log(h2[ok] / w2[ok])).pvalue < 1e-20
 
 
 @pytest.mark.parametrize("seed", [0, 5])

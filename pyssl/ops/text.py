@@ -232,20 +232,25 @@ def mask_tokens_numpy(
     rng: np.random.Generator | int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """:func:`mask_tokens` on numpy arrays, for DataLoader workers: the same C++ kernel and the
-    same draws for the same seed (``rng``: a ``numpy.random.Generator`` or an int seed that one
-    63-bit seed is drawn from)."""
-    ids = np.ascontiguousarray(input_ids, dtype=np.int64)
+    same draws. ``rng`` (a ``numpy.random.Generator``, or an int seed of one) gives one 63-bit
+    seed ``s = rng.integers(0, 2**63 - 1)``; the result equals ``mask_tokens(...,
+    generator=torch.Generator().manual_seed(s))`` on the same arrays as tensors."""
+    raw = np.asarray(input_ids)
+    if not np.issubdtype(raw.dtype, np.integer):
+        raise TypeError(f"input_ids: expected an integer array, got {raw.dtype}")
+    ids = np.ascontiguousarray(raw, dtype=np.int64)
     if ids.ndim != 2:
         raise ValueError(f"input_ids: expected a [B, T] array, got shape {ids.shape}")
     gen = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
     seed = int(gen.integers(0, _SEED_BOUND))
     t = torch.from_numpy(ids)
+    # contiguous copies: torch.from_numpy refuses negative strides (a reversed view)
     sp = (
-        torch.from_numpy(np.asarray(special_tokens_mask))
+        torch.from_numpy(np.ascontiguousarray(special_tokens_mask))
         if special_tokens_mask is not None
         else None
     )
-    wid = torch.from_numpy(np.asarray(word_ids)) if word_ids is not None else None
+    wid = torch.from_numpy(np.ascontiguousarray(word_ids)) if word_ids is not None else None
     g = torch.Generator().manual_seed(seed)
     masked, labels = mask_tokens(
         t,
@@ -288,15 +293,40 @@ def span_mask(
     special_tokens_mask: Tensor | None = None,
     generator: torch.Generator | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """SpanBERT's span masking: per row, spans of Geometric(``p``) length clipped at
-    ``max_span`` start at uniform positions until ``round(mlm_probability * n)`` of the row's
-    ``n`` non-special tokens are chosen (spans never overlap, never cover a special token and
-    are cut to the remaining budget). As in SpanBERT, the 80/10/10 replacement is drawn per
-    span: a span becomes all mask tokens, all random tokens, or stays.
+    """SpanBERT's span masking (``PairWithSpanMaskingScheme``, its span-level replacement).
 
-    The spans are drawn on the host by a numba sampler (``pyssl.samplers.span_mask_row``) from
-    a ``numpy`` generator seeded from ``generator``; a row whose budget cannot be placed within
-    ``50 * T`` draws keeps the spans placed so far (never an endless loop).
+    Per row of ``n`` non-special tokens, the budget is ``round(mlm_probability * n)`` tokens
+    (half up). Until it is spent, a span length is drawn from SpanBERT's law, Geometric(``p``)
+    truncated to ``1..max_span`` and renormalised (``P(l)`` proportional to
+    ``p (1 - p)^(l - 1)``; mean 3.8 for the defaults), cut to the remaining budget, and a start
+    is drawn uniformly. As in SpanBERT, the 80/10/10 replacement is drawn per span: a span
+    becomes all mask tokens, all random tokens, or stays.
+
+    Deliberate differences from SpanBERT:
+
+    * overruns and overlaps are **rejected**, not truncated: a span that would leave the row or
+      touch a special or already chosen token is redrawn (length and start). SpanBERT only
+      redraws when the start is already masked; it cuts the span at the end of the sentence
+      and lets it run over masked tokens, then merges touching spans into one before drawing
+      their replacement. Here spans are disjoint, each keeps its drawn length (unless cut to
+      the budget) and touching spans draw their replacements separately; the accepted lengths
+      follow the law conditioned on fitting (a length ``l`` span fits ``T - l + 1`` starts of
+      an empty row), slightly shorter than the drawn law in crowded rows.
+    * lengths count tokens (SpanBERT counts whole words), and the budget is rounded half up
+      (SpanBERT takes ``ceil(mask_ratio * len)``).
+    * every row reaches its budget exactly: after ``50 * T`` draws (rows with a high
+      ``mlm_probability`` or many special tokens) the rest of the budget is chosen as
+      one-token spans on uniformly drawn free tokens (never an endless loop, no warning).
+
+    The spans are drawn on the host by a numba sampler (``pyssl.samplers.span_mask_batch``)
+    from a ``numpy`` generator seeded from ``generator``, draw for draw as
+    :func:`pyssl.reference.text.span_mask`.
+
+    Args:
+        input_ids: ``[B, T]`` int64 (or int32) token ids in ``[0, vocab_size)``.
+        mlm_probability: the share of each row's non-special tokens to choose, in ``[0, 1]``.
+        p: the geometric parameter, in ``(0, 1]``; ``max_span``: the longest span, ``>= 1``.
+        special_tokens_mask: ``[B, T]`` bool (or 0/1 ints) tensor: tokens never chosen.
 
     Returns ``(masked_ids, labels)`` as :func:`mask_tokens`.
     """
@@ -308,7 +338,7 @@ def span_mask(
     prob = _check_prob(mlm_probability, "mlm_probability")
     pg = _check_prob(p, "p")
     if pg == 0.0:
-        raise ValueError("p: the geometric parameter must be in (0, 1]")
+        raise ValueError("p: the geometric parameter must be in (0, 1], got 0")
     ms = _check_int(max_span, "max_span", 1)
     mr, rr = _check_replace(mask_replace_prob, random_replace_prob)
     if bool(((ids < 0) | (ids >= v)).any()):
@@ -316,8 +346,16 @@ def span_mask(
     b, t = ids.shape
     allowed = np.ones((b, t), dtype=np.bool_)
     if special_tokens_mask is not None:
+        if not isinstance(special_tokens_mask, Tensor):
+            raise TypeError(
+                "special_tokens_mask: expected a torch.Tensor, got "
+                f"{type(special_tokens_mask).__name__}"
+            )
         if special_tokens_mask.shape != ids.shape:
-            raise ValueError("special_tokens_mask: shape differs from input_ids'")
+            raise ValueError(
+                f"special_tokens_mask: shape {tuple(special_tokens_mask.shape)} differs from "
+                f"input_ids' {tuple(ids.shape)}"
+            )
         allowed = ~special_tokens_mask.bool().cpu().numpy()
     rng = np.random.default_rng(int(_draw_seed(generator)))
     chosen, span_id = samplers.span_mask_batch(allowed, prob, pg, ms, rng)
@@ -356,6 +394,14 @@ def time_mask(
     without replacement from ``[0, L - mask_length]``; spans may overlap; nothing at or beyond
     ``L`` is masked. Bit-identical to :func:`pyssl.reference.text.compute_mask_indices` for the
     same ``rng`` (a ``numpy.random.Generator`` or a seed).
+
+    Differences from transformers: (1) a row that draws no span stays unmasked. transformers
+    pads each row's list of starts to the span count of a full-length row with a dummy start,
+    which in a row with no span is ``T - 1``, so such a padded row (``L < T``, e.g. shorter
+    than ``mask_length`` or rounded down to 0 spans) gets frame ``T - 1``, a padding frame,
+    masked; here nothing at or beyond ``L`` ever is. (2) The draws come from ``rng``, not the
+    global numpy state, and the starts are a partial Fisher-Yates shuffle rather than
+    ``np.random.choice(..., replace=False)``: the same law, other masks for one seed.
     """
     from pyssl import samplers
 
@@ -633,9 +679,14 @@ def _lm_train_grad(ctx, grad_total, _glse, _gh, _gw, _gb):  # type: ignore[no-un
         dh, dw, db = ctx.grads
         ctx.grads = None
         g = grad_total.to(hidden.dtype)
-        dh = dh.mul_(g) if want_dh else None
-        dw = dw.mul_(g) if want_dw else None
-        db = db.mul_(g) if want_db else None
+        # In place in eager (no second [V, H] buffer for dweight). Traced (AOT autograd under
+        # torch.compile or opcheck) the stored gradients are fake/functional tensors that can
+        # also be outputs of the forward graph: a backward graph cannot update those in place,
+        # so it scales out of place (the compiler plans the buffers there).
+        traced = type(lse) is not Tensor or torch.compiler.is_compiling()
+        dh = (dh * g if traced else dh.mul_(g)) if want_dh else None
+        dw = (dw * g if traced else dw.mul_(g)) if want_dw else None
+        db = (db * g if traced else db.mul_(g)) if want_db else None
     else:
         keep = labels != ignore_index
         per_row = grad_total.to(lse.dtype) / keep.sum() if mean else grad_total.to(lse.dtype)

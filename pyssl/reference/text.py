@@ -4,7 +4,7 @@
   (several full-size Bernoulli draws), with its whole-word option over ``word_ids``.
 * :func:`mask_tokens_counter`: the same law drawn from pyssl's counter-based generator, in eager
   PyTorch; the kernels must reproduce it bit for bit.
-* :func:`span_mask`: SpanBERT's span sampler (geometric lengths, span-level replacement).
+* :func:`span_mask`: SpanBERT's span sampler (truncated geometric lengths, redrawn overruns).
 * :func:`compute_mask_indices`: wav2vec 2.0's ``_compute_mask_indices`` (Hugging Face
   transformers), with a ``numpy.random.Generator`` in place of the global numpy state.
 * :func:`masked_lm_loss` / :func:`masked_lm_loss_gathered` / :func:`causal_lm_loss`: eager
@@ -12,6 +12,9 @@
 """
 
 from __future__ import annotations
+
+import bisect
+import math
 
 import numpy as np
 import torch
@@ -122,6 +125,16 @@ def mask_tokens_counter(
     return torch.where(chosen, out, input_ids), torch.where(chosen, input_ids, IGNORE)
 
 
+def span_length_cdf(p: float, max_span: int) -> list[float]:
+    """SpanBERT's span-length law as a CDF over ``1..max_span``: ``len_distrib = [p * (1 - p)
+    ** (i - 1) for i in 1..max_span]`` renormalised to sum 1 (``PairWithSpanMaskingScheme``),
+    i.e. ``F(l) = (1 - (1 - p)^l) / (1 - (1 - p)^max_span)``, evaluated with ``expm1`` and
+    ``log1p`` (exact for tiny ``p``, and ``F(max_span) = 1`` exactly)."""
+    a = math.log1p(-p) if p < 1.0 else -math.inf
+    denom = math.expm1(max_span * a)
+    return [math.expm1(n * a) / denom for n in range(1, max_span + 1)]
+
+
 def span_mask(
     length: int,
     rng: np.random.Generator,
@@ -131,19 +144,24 @@ def span_mask(
     max_span: int = 10,
     allowed: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """SpanBERT's span sampler for one sequence: until ``budget`` tokens are chosen, draw a span
-    length from Geometric(p) clipped at ``max_span`` and a uniform start; a span that would
-    overrun the budget, leave the sequence or touch a disallowed or chosen token is redrawn
-    (at most ``50 * length`` draws). Returns (chosen [length] bool, span id [length] int64,
-    -1 outside spans)."""
+    """SpanBERT's span sampler for one sequence (``PairWithSpanMaskingScheme.mask``, in tokens):
+    until ``budget`` tokens are chosen, draw a span length from Geometric(p) truncated to
+    ``1..max_span`` and renormalised (``np.random.choice(lens, p=len_distrib)``: one uniform
+    against the CDF), cut it to the remaining budget, and draw a uniform start; a span that
+    would leave the sequence or touch a disallowed or chosen token is redrawn (SpanBERT instead
+    cuts it at the end of the sequence and lets it run over chosen tokens). After ``50 *
+    length`` draws the rest of the budget becomes one-token spans on uniformly chosen free
+    tokens (a partial Fisher-Yates shuffle), so ``min(budget, free tokens)`` are chosen.
+    Returns (chosen [length] bool, span id [length] int64, -1 outside spans)."""
     chosen = np.zeros(length, dtype=np.bool_)
     span_id = np.full(length, -1, dtype=np.int64)
     ok = np.ones(length, dtype=np.bool_) if allowed is None else allowed.astype(np.bool_)
+    cdf = span_length_cdf(p, max_span)
     count, spans = 0, 0
     for _ in range(50 * length):
         if count >= budget:
             break
-        span = min(int(rng.geometric(p)), max_span, budget - count)
+        span = min(1 + bisect.bisect_right(cdf, rng.random()), budget - count)
         start = int(rng.integers(0, length))
         if start + span > length:
             continue
@@ -154,6 +172,15 @@ def span_mask(
             span_id[k] = spans
         count += span
         spans += 1
+    if count < budget:
+        free = [k for k in range(length) if ok[k] and not chosen[k]]
+        need = min(budget - count, len(free))
+        for k in range(need):  # a partial Fisher-Yates shuffle
+            j = k + int(rng.integers(0, len(free) - k))
+            free[k], free[j] = free[j], free[k]
+            chosen[free[k]] = True
+            span_id[free[k]] = spans
+            spans += 1
     return chosen, span_id
 
 
@@ -168,7 +195,12 @@ def compute_mask_indices(
     """wav2vec 2.0's ``_compute_mask_indices`` (transformers), ``attention_mask`` given as
     per-row ``lengths``: ``int(mask_prob * length / mask_length + eps)`` spans per row (one
     ``eps ~ U[0, 1)`` for the batch: probabilistic rounding), at least ``min_masks``, starts
-    drawn without replacement from ``[0, length - mask_length]``, overlaps allowed."""
+    drawn without replacement from ``[0, length - mask_length]``, overlaps allowed.
+
+    transformers pads every row's start list to the full-length row's span count with a dummy
+    start (the row's first start, or ``T - 1`` in a row with none), so a padded row that draws
+    no span gets frame ``T - 1`` masked; this definition, like :func:`pyssl.ops.time_mask`,
+    leaves such a row unmasked."""
     batch_size, sequence_length = shape
     if mask_length < 1:
         raise ValueError("mask_length: has to be bigger than 0")

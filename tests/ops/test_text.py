@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 from helpers import low_precision_tol, poisoned
+from scipy import stats
 
 import pyssl.ops as ops
 from pyssl import losses, samplers
@@ -184,6 +185,101 @@ def test_mask_tokens_numpy_twin():
     assert ((a[1] == -100) | (a[1] == ids)).all()
 
 
+def _numpy_twin_inputs(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    g = np.random.default_rng(seed)
+    ids = g.integers(0, 300, (6, 90))
+    special = g.random((6, 90)) < 0.15
+    words = np.sort(g.integers(0, 40, (6, 90)), axis=1)
+    words[:, :3] = -1
+    return ids, special, words
+
+
+@pytest.mark.parametrize("extras", ["none", "special", "words", "both", "reversed_views"])
+def test_mask_tokens_numpy_equals_mask_tokens(extras):
+    """``mask_tokens_numpy(rng=s)`` draws one 63-bit seed ``rng.integers(0, 2**63 - 1)`` and
+    seeds a torch generator with it: the same masks as ``mask_tokens`` given that generator,
+    with the special-tokens mask and the word ids passed as numpy arrays."""
+    ids, special, words = _numpy_twin_inputs(1)
+    if extras == "reversed_views":  # negative strides: torch.from_numpy refuses them as they are
+        ids, special, words = ids[:, ::-1], special[:, ::-1], np.sort(words, axis=1)[:, ::-1]
+    sp = special if extras in ("special", "both", "reversed_views") else None
+    wid = words if extras in ("words", "both", "reversed_views") else None
+    kw = dict(vocab_size=300, mask_token_id=5, mlm_probability=0.35)
+    for seed in (0, 7, 2**40):
+        got = ops.mask_tokens_numpy(ids, **kw, special_tokens_mask=sp, word_ids=wid, rng=seed)
+        torch_seed = int(np.random.default_rng(seed).integers(0, 2**63 - 1))
+        want = ops.mask_tokens(
+            torch.from_numpy(ids.copy()),
+            **kw,
+            special_tokens_mask=None if sp is None else torch.from_numpy(sp.copy()),
+            word_ids=None if wid is None else torch.from_numpy(wid.copy()),
+            generator=gen(torch_seed),
+        )
+        assert np.array_equal(got[0], want[0].numpy()) and np.array_equal(got[1], want[1].numpy())
+        chosen = got[1] != -100
+        if sp is not None:
+            assert not chosen[sp].any()
+        if wid is not None:
+            assert not chosen[wid < 0].any()
+
+
+def test_mask_tokens_numpy_rejects_float_ids():
+    with pytest.raises(TypeError, match="input_ids"):
+        ops.mask_tokens_numpy(np.zeros((2, 3)), vocab_size=10, mask_token_id=1, rng=0)
+
+
+class _MaskingDataset(torch.utils.data.Dataset):
+    def __init__(self, ids: np.ndarray, special: np.ndarray, words: np.ndarray) -> None:
+        self.ids, self.special, self.words = ids, special, words
+
+    def __len__(self) -> int:
+        return 2
+
+    def __getitem__(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        if i == 1:  # an OpenMP team of 2 in the forked worker too (the worker starts at 1)
+            torch.set_num_threads(2)
+        return ops.mask_tokens_numpy(
+            self.ids,
+            vocab_size=300,
+            mask_token_id=5,
+            special_tokens_mask=self.special,
+            word_ids=self.words,
+            rng=i,
+        )
+
+
+def test_mask_tokens_numpy_in_forked_dataloader_worker_after_openmp():
+    """The parent runs the OpenMP kernel first (a thread team of 2), then forks a DataLoader
+    worker that calls the numpy twin: no hang (the loader's timeout would raise), and the
+    worker's masks equal the parent's for the same seeds."""
+    ids, special, words = _numpy_twin_inputs(2)
+    big = torch.randint(0, 300, (64, 2048), generator=gen(0))
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        ops.mask_tokens(big, vocab_size=300, mask_token_id=5, generator=gen(1))  # OpenMP here
+        want = [
+            ops.mask_tokens_numpy(
+                ids, vocab_size=300, mask_token_id=5, special_tokens_mask=special,
+                word_ids=words, rng=i,
+            )
+            for i in range(2)
+        ]  # fmt: skip
+        loader = torch.utils.data.DataLoader(
+            _MaskingDataset(ids, special, words),
+            batch_size=None,
+            num_workers=1,
+            multiprocessing_context="fork",
+            timeout=120,
+        )
+        got = list(loader)
+    finally:
+        torch.set_num_threads(before)
+    assert len(got) == 2
+    for (gm, gl), (wm, wl) in zip(got, want):
+        assert np.array_equal(np.asarray(gm), wm) and np.array_equal(np.asarray(gl), wl)
+
+
 def test_mask_tokens_int32_and_zero_probability():
     ids = torch.randint(0, 50, (3, 20), dtype=torch.int32)
     m, lab = ops.mask_tokens(ids, vocab_size=50, mask_token_id=1, mlm_probability=0.0)
@@ -229,18 +325,96 @@ def test_mask_tokens_bad_input(kwargs, exc, match, backend):
 # -------------------------------------------------------------------------- span and time
 
 
-def test_span_mask_matches_spanbert_sampler():
-    allowed = np.random.default_rng(0).random((6, 97)) > 0.1
-    chosen, span_id = samplers.span_mask_batch(allowed, 0.15, 0.2, 10, np.random.default_rng(3))
+@pytest.mark.parametrize(
+    "prob, p, max_span, special",
+    [
+        (0.15, 0.2, 10, 0.1),  # SpanBERT's defaults
+        (0.4, 0.5, 3, 0.3),
+        (0.3, 1.0, 10, 0.0),  # p = 1: every span has length 1
+        (0.5, 0.01, 500, 0.1),  # max_span > T: the sampler's CDF stops at T
+        (1.0, 0.2, 10, 0.2),  # every free token: the draws run out, one-token spans top up
+    ],
+)
+def test_span_mask_matches_spanbert_sampler(prob, p, max_span, special):
+    allowed = np.random.default_rng(0).random((6, 97)) >= special
+    chosen, span_id = samplers.span_mask_batch(allowed, prob, p, max_span, np.random.default_rng(3))
     rng = np.random.default_rng(3)
     for b in range(6):
-        budget = int(0.15 * allowed[b].sum() + 0.5)
-        c, s = ref.span_mask(97, rng, budget=budget, allowed=allowed[b])
+        budget = int(prob * allowed[b].sum() + 0.5)
+        c, s = ref.span_mask(97, rng, budget=budget, p=p, max_span=max_span, allowed=allowed[b])
         assert np.array_equal(c, chosen[b]) and np.array_equal(s, span_id[b])
-        assert c.sum() == budget
+        assert c.sum() == budget  # every row reaches its budget
         assert not c[~allowed[b]].any()
         lengths = np.bincount(s[s >= 0])
-        assert lengths.max() <= 10
+        assert lengths.min() >= 1 and lengths.max() <= max_span
+        assert ((c) == (s >= 0)).all()
+        for k in range(len(lengths)):  # spans are contiguous and disjoint
+            where = np.flatnonzero(s == k)
+            assert where[-1] - where[0] + 1 == len(where)
+        if p == 1.0:
+            assert (lengths == 1).all()
+
+
+def _spanbert_law(p: float, max_span: int) -> np.ndarray:
+    """SpanBERT's ``len_distrib``, written as its ``PairWithSpanMaskingScheme`` does."""
+    len_distrib = [p * (1 - p) ** (i - 1) for i in range(1, max_span + 1)]
+    return np.array([x / sum(len_distrib) for x in len_distrib])
+
+
+def test_span_length_law_chi_square():
+    """The first span of a row is never cut by the budget (budget >= max_span) and is redrawn
+    only when it would leave the row, so its length follows SpanBERT's renormalised law times
+    the share of starts that fit, ``(T - l + 1) / T`` (within 1% of 1 at T = 1000)."""
+    t, rows = 1000, 20000
+    allowed = np.ones((rows, t), dtype=np.bool_)
+    _, span_id = samplers.span_mask_batch(allowed, 0.01, 0.2, 10, np.random.default_rng(0))
+    first = (span_id == 0).sum(1)
+    observed = np.bincount(first, minlength=11)[1:]
+    assert observed.sum() == rows
+    law = _spanbert_law(0.2, 10)
+    assert abs((law * np.arange(1, 11)).sum() - 3.797) < 1e-3  # SpanBERT's mean, 3.8
+    fit = law * (t - np.arange(1, 11) + 1)
+    expected = rows * fit / fit.sum()
+    assert stats.chisquare(observed, expected).pvalue > 1e-4, (observed, expected)
+    # the test has the power to tell the clipped law min(Geometric(0.2), 10) pyssl used before
+    clipped = np.array([0.2 * 0.8 ** (i - 1) for i in range(1, 10)] + [0.8**9])
+    wrong = clipped * (t - np.arange(1, 11) + 1)
+    assert stats.chisquare(observed, rows * wrong / wrong.sum()).pvalue < 1e-20
+    # the sampler's CDF is the law's
+    cdf = samplers.span_length_cdf(0.2, 10, t)
+    np.testing.assert_allclose(np.diff(cdf, prepend=0.0), law, rtol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "change, exc, match",
+    [
+        (dict(input_ids=torch.tensor([[0, 50, 1]])), ValueError, "input_ids"),
+        (dict(input_ids=torch.tensor([[-1, 2, 3]])), ValueError, "input_ids"),
+        (dict(input_ids=torch.zeros(2, 3)), TypeError, "input_ids"),
+        (dict(input_ids=torch.zeros(6, dtype=torch.int64)), ValueError, "input_ids"),
+        (dict(mlm_probability=1.5), ValueError, "mlm_probability"),
+        (dict(mlm_probability=-0.1), ValueError, "mlm_probability"),
+        (dict(mlm_probability="0.1"), TypeError, "mlm_probability"),
+        (dict(p=0.0), ValueError, "p:"),
+        (dict(p=1.2), ValueError, "p:"),
+        (dict(p=-0.2), ValueError, "p:"),
+        (dict(max_span=0), ValueError, "max_span"),
+        (dict(max_span=2.5), TypeError, "max_span"),
+        (dict(mask_replace_prob=0.95), ValueError, "random_replace_prob"),
+        (dict(mask_replace_prob=0.5, random_replace_prob=0.6), ValueError, "random_replace_prob"),
+        (dict(mask_replace_prob=1.1, random_replace_prob=0.0), ValueError, "mask_replace_prob"),
+        (dict(special_tokens_mask=torch.zeros(2, 2, dtype=torch.bool)), ValueError, "special"),
+        (dict(special_tokens_mask=torch.zeros(3, 2, dtype=torch.bool)), ValueError, "special"),
+        (dict(special_tokens_mask=np.zeros((2, 3), dtype=bool)), TypeError, "special"),
+        (dict(mask_token_id=50), ValueError, "mask_token_id"),
+        (dict(vocab_size=0), ValueError, "vocab_size"),
+    ],
+)
+def test_span_mask_bad_input(change, exc, match):
+    args = dict(input_ids=torch.ones(2, 3, dtype=torch.int64), vocab_size=50, mask_token_id=4)
+    args.update(change)
+    with pytest.raises(exc, match=match):
+        ops.span_mask(**args)
 
 
 def test_span_mask_op_replaces_whole_spans():
@@ -284,9 +458,34 @@ def test_time_mask_matches_wav2vec2(seed, mask_length, min_masks):
     assert np.array_equal(got, want)
     for b, n in enumerate(lengths):
         assert not got[b, n:].any()  # padding respected
-    full = ops.time_mask((64, 200), 0.3, 10, rng=seed)
-    # probabilistic rounding: on average mask_prob * T / mask_length spans
-    assert full.sum(1).mean() <= 0.3 * 200 + 1e-9
+
+
+def test_time_mask_probabilistic_rounding():
+    """``int(mask_prob * L / mask_length + eps)`` spans with one ``eps ~ U[0, 1)`` per call:
+    6.6 expected spans give 7 with probability 0.6 and 6 otherwise (floor would always give 6,
+    round always 7). Spans of length 1 never overlap, so the masked frames count the starts."""
+    calls = 2000
+    counts = np.empty(calls, dtype=np.int64)
+    for seed in range(calls):
+        m = ops.time_mask((3, 200), 0.033, 1, rng=seed)
+        per_row = m.sum(1)
+        assert (per_row == per_row[0]).all()  # one eps for the whole batch
+        counts[seed] = per_row[0]
+    assert set(np.unique(counts).tolist()) == {6, 7}
+    se = math.sqrt(0.6 * 0.4 / calls)
+    assert abs(counts.mean() - 6.6) < 4.5 * se, counts.mean()
+    # with spans of 10 frames: the same counts of starts, drawn by the reference draw for draw
+    m = ops.time_mask((1, 200), 0.33, 10, rng=11)
+    eps = np.random.default_rng(11).random()
+    want = ref.compute_mask_indices((1, 200), 0.33, 10, np.random.default_rng(11))
+    assert np.array_equal(m, want) and m.sum() <= 10 * int(6.6 + eps)
+
+
+def test_time_mask_rows_with_no_span_stay_unmasked():
+    """transformers masks frame T - 1 of a padded row that draws no span (its dummy start);
+    pyssl masks nothing there (documented)."""
+    m = ops.time_mask((3, 50), 0.5, 10, lengths=np.array([50, 5, 9]), rng=0)
+    assert m[0].any() and not m[1:].any()
 
 
 @pytest.mark.parametrize(
@@ -458,6 +657,28 @@ def test_opcheck_text_ops():
         torch.library.opcheck(m.mask_tokens, (ids, None, None, seed, 30, 2, 0.5, 0.8, 0.1, be))
 
 
+@pytest.mark.parametrize("backend", ["cpu", "reference"])
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_opcheck_lm_training_ops(backend, with_bias):
+    """The ops of the training path: ``lm_loss_train`` (loss, log-sum-exp and gradients in one
+    sweep; its autograd scales the stored gradients) and ``lm_loss_backward``."""
+    hidden, weight, b, labels = lm_inputs((9,), 8, 30, torch.float32, 10, frac=0.5)
+    labels[0] = 3
+    b = b if with_bias else None
+    m = torch.ops.pyssl
+    for mean in (True, False):
+        for wants in ((True, True, with_bias), (True, False, False), (False, True, with_bias)):
+            args = [t.clone().requires_grad_(w) if t is not None else None
+                    for t, w in zip((hidden, weight, b), wants)]  # fmt: skip
+            torch.library.opcheck(m.lm_loss_train, (*args, labels, -100, mean, *wants, backend))
+    _, lse = m.lm_loss(hidden, weight, b, labels, -100, backend)
+    grad = torch.rand(9, generator=gen(4)) * (labels != -100)
+    for wants in ((True, True, with_bias), (False, True, False), (True, False, False)):
+        torch.library.opcheck(
+            m.lm_loss_backward, (hidden, weight, b, labels, -100, lse, grad, *wants, backend)
+        )
+
+
 def test_compile_fullgraph_mlm_step():
     torch._dynamo.reset()
     proj = torch.nn.Linear(12, 16)
@@ -478,6 +699,32 @@ def test_compile_fullgraph_mlm_step():
     got.backward()
     torch.testing.assert_close(got, eager)
     for p, w in zip(list(proj.parameters()) + [emb], want):
+        torch.testing.assert_close(p.grad, w)
+
+
+def test_compile_fullgraph_causal_lm_step():
+    torch._dynamo.reset()
+    proj = torch.nn.Linear(12, 16)
+    emb = torch.nn.Parameter(torch.randn(40, 16) * 0.2)
+    bias = torch.nn.Parameter(torch.randn(40) * 0.1)
+    x = torch.randn(2, 7, 12, generator=gen(3))
+    labels = torch.randint(0, 40, (2, 7), generator=gen(4))
+    labels[1, :2] = -100
+    params = [*proj.parameters(), emb, bias]
+
+    def step(a):
+        return ops.causal_lm_loss(proj(a), emb, labels, bias=bias)
+
+    eager = step(x)
+    eager.backward()
+    want = [p.grad.clone() for p in params]
+    for p in params:
+        p.grad = None
+    got = torch.compile(step, fullgraph=True)(x)
+    got.backward()
+    torch.testing.assert_close(got, eager)
+    torch.testing.assert_close(got, ref.causal_lm_loss(proj(x), emb, labels, bias))
+    for p, w in zip(params, want):
         torch.testing.assert_close(p.grad, w)
 
 
