@@ -28,6 +28,7 @@ METHOD_NAMES = (
     "mae",
     "mlm",
 )
+BENCH_FAMILIES = ("masking", "contrastive", "augment", "text")
 
 
 class UsageError(Exception):
@@ -112,6 +113,11 @@ def _parser() -> _Parser:
         description="Fast self-supervised learning: pretrain, evaluate, report and benchmark.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    p.add_argument(
+        "--debug",
+        action="store_true",
+        help="on an error, show the full traceback instead of one line (as PYSSL_DEBUG=1 does)",
+    )
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
 
     d = sub.add_parser(
@@ -125,7 +131,10 @@ def _parser() -> _Parser:
         "accuracy.png and each seed's checkpoint and metrics into --out.",
     )
     d.add_argument(
-        "--out", default=os.path.join("runs", "demo"), help="run folder (default: %(default)s)"
+        "--out",
+        default=os.path.join("runs", "demo"),
+        help="folder to write the report, plot and checkpoints into, created if missing "
+        "(default: %(default)s)",
     )
     d.add_argument(
         "--seeds",
@@ -137,19 +146,37 @@ def _parser() -> _Parser:
         "--epochs",
         type=_positive_float,
         default=None,
-        help="pretraining epochs (default: the tuned value)",
+        help="passes of SimCLR pretraining over the digits training images "
+        "(default: the tuned value, pyssl.demo.DemoConfig.epochs)",
     )
-    d.add_argument("--no-progress", action="store_true", help="no progress bar")
+    d.add_argument(
+        "--no-progress", action="store_true", help="hide the progress bar (e.g. in log files)"
+    )
 
     mp = sub.add_parser("mae-picture", help="MAE masking of a real photograph, saved as a PNG")
-    mp.add_argument("--out", default="mae_demo.png", help="PNG to write (default: %(default)s)")
-    mp.add_argument("--mask-ratio", type=float, default=0.75, help="fraction of patches removed")
-    mp.add_argument("--patch-size", type=_positive_int, default=16, help="patch side in pixels")
-    mp.add_argument("--seed", type=int, default=0, help="seed of the mask")
+    mp.add_argument(
+        "--out", default="mae_demo.png", help="the PNG file to write (default: %(default)s)"
+    )
+    mp.add_argument(
+        "--mask-ratio",
+        type=float,
+        default=0.75,
+        help="fraction of the patches hidden from the encoder (default: %(default)s)",
+    )
+    mp.add_argument(
+        "--patch-size",
+        type=_positive_int,
+        default=16,
+        help="side of the square patches in pixels (default: %(default)s)",
+    )
+    mp.add_argument(
+        "--seed", type=int, default=0, help="seed of the random mask (default: %(default)s)"
+    )
     mp.add_argument(
         "--image",
         default="china.jpg",
-        help="scikit-learn sample image name or a path to an image file",
+        help="a scikit-learn sample image name (china.jpg, flower.jpg) or a path to an "
+        "image file (default: %(default)s)",
     )
 
     sub.add_parser("info", help="version, compiled backends, threads, Triton")
@@ -167,7 +194,7 @@ def _parser() -> _Parser:
         required=True,
         choices=METHOD_NAMES,
         metavar="METHOD",
-        help=f"one of {', '.join(METHOD_NAMES)}",
+        help=f"the self-supervised method: one of {', '.join(METHOD_NAMES)}",
     )
     t.add_argument(
         "--data",
@@ -175,40 +202,78 @@ def _parser() -> _Parser:
         help="images: 'digits' (default) or a folder (labels from subfolders, if any); "
         "text (mlm): 'pydoc' (default) or a .txt file or folder",
     )
-    t.add_argument("--out", default=None, help="run folder (default: runs/<method>)")
     t.add_argument(
-        "--epochs", type=_positive_float, default=20.0, help="epochs (default: %(default)s)"
+        "--out",
+        default=None,
+        help="folder for checkpoint.pt, metrics.jsonl and run.json, created if missing "
+        "(default: runs/<method>)",
     )
     t.add_argument(
-        "--steps", type=_positive_int, default=None, help="total steps (overrides --epochs)"
+        "--epochs",
+        type=_positive_float,
+        default=20.0,
+        help="passes over the data; fractions allowed (default: %(default)s)",
     )
     t.add_argument(
-        "--batch-size", type=_positive_int, default=256, help="global batch (default: %(default)s)"
+        "--steps",
+        type=_positive_int,
+        default=None,
+        help="total optimiser steps (overrides --epochs)",
     )
     t.add_argument(
-        "--optimizer", choices=("adamw", "lars"), default="adamw", help="default: %(default)s"
+        "--batch-size",
+        type=_positive_int,
+        default=256,
+        help="samples per step over all processes; capped at the data size (default: %(default)s)",
     )
     t.add_argument(
-        "--lr", type=_positive_float, default=2e-3, help="peak learning rate (default: %(default)s)"
+        "--optimizer",
+        choices=("adamw", "lars"),
+        default="adamw",
+        help="adamw: Adam with decoupled weight decay; lars: SGD with momentum and a "
+        "per-layer trust ratio (SimCLR's and BYOL's large-batch optimiser). Biases and norm "
+        "parameters get no weight decay with either (default: %(default)s)",
     )
-    t.add_argument("--weight-decay", type=float, default=1e-4, help="default: %(default)s")
     t.add_argument(
-        "--warmup-steps", type=int, default=10, help="linear warm-up steps (default: %(default)s)"
+        "--lr",
+        type=_positive_float,
+        default=None,
+        help="peak learning rate, reached after the warm-up and decayed by a cosine schedule "
+        "(default: 2e-3 for adamw; 0.3 x batch-size/256 for lars, SimCLR's scaling rule)",
+    )
+    t.add_argument(
+        "--weight-decay",
+        type=float,
+        default=1e-4,
+        help="L2 penalty pulling the weight matrices towards zero at each step, decoupled "
+        "from the gradient for adamw, added to it for lars (default: %(default)s)",
+    )
+    t.add_argument(
+        "--warmup-steps",
+        type=int,
+        default=10,
+        help="steps over which the learning rate rises linearly to --lr (default: %(default)s)",
     )
     t.add_argument(
         "--clip-grad",
         type=float,
         default=3.0,
-        help="gradient-norm clip, 0 = off (default: %(default)s)",
+        help="rescale the gradients when their global L2 norm exceeds this; 0 = no clipping "
+        "(default: %(default)s)",
     )
     t.add_argument(
         "--precision",
-        choices=("fp32", "bf16"),
-        default="fp32",
-        help="bf16: autocast forward and loss (default: %(default)s)",
+        choices=("auto", "fp32", "bf16"),
+        default="auto",
+        help="bf16: forward and loss under bfloat16 autocast (weights and optimiser stay "
+        "float32); fp32: no autocast; auto: bf16 on a CUDA GPU with bf16 support, fp32 on "
+        "the CPU, where bf16 autocast is slower on most processors (default: %(default)s)",
     )
     t.add_argument(
-        "--image-size", type=_positive_int, default=32, help="image side (default: %(default)s)"
+        "--image-size",
+        type=_positive_int,
+        default=32,
+        help="side in pixels the images are resized to (default: %(default)s)",
     )
     t.add_argument(
         "--seq-len",
@@ -223,13 +288,23 @@ def _parser() -> _Parser:
         "--checkpoint-every",
         type=int,
         default=0,
-        help="steps between checkpoints; 0 = only at the end",
+        help="write checkpoint.pt every this many steps; 0 = only at the end (default: 0)",
     )
     t.add_argument(
-        "--resume", action="store_true", help="continue from --out/checkpoint.pt if present"
+        "--resume",
+        action="store_true",
+        help="continue from --out/checkpoint.pt if present (model, optimiser, schedule, RNG "
+        "states and step), else start afresh",
     )
-    t.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
-    t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    t.add_argument(
+        "--device",
+        default=None,
+        help="cpu, cuda or cuda:N; under torchrun each process takes the GPU of its "
+        "LOCAL_RANK (default: cuda when available)",
+    )
+    t.add_argument(
+        "--no-progress", action="store_true", help="hide the progress bar (e.g. in log files)"
+    )
 
     f = sub.add_parser(
         "finetune",
@@ -238,7 +313,11 @@ def _parser() -> _Parser:
         "a protocol at a label fraction; adds the record to report.json beside the "
         "checkpoint (or in --out).",
     )
-    f.add_argument("--checkpoint", required=True, help="checkpoint.pt written by pyssl pretrain")
+    f.add_argument(
+        "--checkpoint",
+        required=True,
+        help="the checkpoint.pt written by pyssl pretrain whose encoder is evaluated",
+    )
     f.add_argument(
         "--protocol",
         choices=("linear", "knn", "finetune"),
@@ -249,7 +328,8 @@ def _parser() -> _Parser:
         "--label-fraction",
         type=_fraction,
         default=0.1,
-        help="fraction of training labels (default: %(default)s)",
+        help="fraction of the training labels used: a stratified subset drawn with --seed, "
+        "at least one per class (default: %(default)s)",
     )
     f.add_argument(
         "--data",
@@ -264,7 +344,7 @@ def _parser() -> _Parser:
         "--steps",
         type=_positive_int,
         default=300,
-        help="finetune: optimiser steps (default: %(default)s)",
+        help="--protocol finetune: AdamW steps of training encoder and head (default: %(default)s)",
     )
     f.add_argument(
         "--out",
@@ -278,21 +358,32 @@ def _parser() -> _Parser:
         description="Merges the report.json of each run folder, prints the "
         "markdown table and writes report.md and accuracy.png into --out.",
     )
-    r.add_argument("runs", nargs="+", metavar="RUN_DIR", help="folders holding report.json")
+    r.add_argument(
+        "runs",
+        nargs="+",
+        metavar="RUN_DIR",
+        help="run folders (or report.json files) whose records are merged",
+    )
     r.add_argument(
         "--out",
         default=os.path.join("runs", "report"),
-        help="where to write (default: %(default)s)",
+        help="folder to write report.md and accuracy.png into, created if missing "
+        "(default: %(default)s)",
     )
 
     b = sub.add_parser(
-        "bench", help="run the benchmark suite (source checkout) and print its table"
+        "bench",
+        help="run the benchmark suite (source checkout) and print its table",
+        description="Runs bench/bench_<family>.py (pytest-benchmark) for the chosen op "
+        "families, then bench/report.py, and prints bench/RESULTS.md. Needs a clone of the "
+        "repository: the wheel does not ship bench/.",
     )
     b.add_argument(
         "--family",
-        choices=("masking", "contrastive", "all"),
+        choices=(*BENCH_FAMILIES, "all"),
         default="all",
-        help="which benchmarks (default: %(default)s)",
+        help="the op family to benchmark: masking, contrastive, augment, text, or all of them "
+        "(default: %(default)s)",
     )
     return p
 
@@ -312,11 +403,37 @@ def _device(name: str | None) -> str:
     return name
 
 
-def _init_distributed(device: str) -> None:
+def _env_int(name: str, default: int) -> int:
+    text = os.environ.get(name, str(default))
+    try:
+        return int(text)
+    except ValueError:
+        raise UsageError(f"pyssl pretrain: {name}={text!r} is not an integer") from None
+
+
+def _init_distributed(device: str) -> str:
+    """Joins the torchrun process group when ``WORLD_SIZE`` > 1 (gloo on CPU, NCCL on GPU) and
+    returns the device this process trains on: on GPUs, ``cuda:LOCAL_RANK``, made the current
+    device before the process group starts (NCCL binds each rank to the current device)."""
+    import torch
     import torch.distributed as dist
 
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+    if _env_int("WORLD_SIZE", 1) <= 1:
+        return device
+    cuda = device.startswith("cuda") and torch.cuda.is_available()
+    if cuda:
+        local = _env_int("LOCAL_RANK", 0)
+        count = torch.cuda.device_count()
+        if not 0 <= local < count:
+            raise UsageError(
+                f"pyssl pretrain: LOCAL_RANK={local}, but this machine has {count} CUDA "
+                "device(s); start at most that many processes per node"
+            )
+        torch.cuda.set_device(local)
+        device = f"cuda:{local}"
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if cuda else "gloo")
+    return device
 
 
 def _pretrain(a: argparse.Namespace) -> None:
@@ -327,8 +444,7 @@ def _pretrain(a: argparse.Namespace) -> None:
     from pyssl.train import PretrainConfig, pretrain
 
     out = a.out or os.path.join("runs", a.method)
-    device = _device(a.device)
-    _init_distributed(device)
+    device = _init_distributed(_device(a.device))
     torch.manual_seed(a.seed)
     cfg = PretrainConfig(
         epochs=a.epochs,
@@ -362,11 +478,11 @@ def _pretrain(a: argparse.Namespace) -> None:
         extra = _mlm_eval(method, train, test)
     else:
         data_name = a.data or "digits"
-        train = load_images(data_name, split="train", image_size=a.image_size)
+        images = load_images(data_name, split="train", image_size=a.image_size)
         args = {"image_size": a.image_size, "in_channels": 3}
         method = build(a.method, **args)
         summary = pretrain(
-            method, train, cfg, out, resume=a.resume, method_args=args, device=device
+            method, images, cfg, out, resume=a.resume, method_args=args, device=device
         )
         extra = {}
     from pyssl import distributed
@@ -383,7 +499,8 @@ def _pretrain(a: argparse.Namespace) -> None:
             json.dump(run, fh, indent=1)
         print(
             f"{a.method}: {summary['steps']} steps, final loss {summary['final_loss']:.4f}, "
-            f"{summary['samples_per_s']:.0f} samples/s"
+            f"{summary['samples_per_s']:.0f} samples/s (lr {summary['lr']:g}, "
+            f"{summary['precision']})"
         )
         for k, v in extra.items():
             print(f"  {k}: {v:.4f}" if isinstance(v, float) else f"  {k}: {v}")
@@ -422,8 +539,8 @@ def _rebuild(ckpt: dict[str, Any], path: str) -> Any:
     name = ckpt.get("method")
     if name not in METHODS:
         raise CheckpointError(f"{path}: unknown method {name!r} in the checkpoint")
-    args = dict(ckpt.get("method_args") or {})
     try:
+        args = dict(ckpt.get("method_args") or {})
         if args.get("backbone") == "digits_encoder":
             width = int(args.pop("width"))
             args.pop("backbone")
@@ -450,15 +567,15 @@ def _finetune(a: argparse.Namespace) -> None:
     )
     from pyssl.train.report import REPORT, add_records
 
-    ckpt = checkpoint.load(a.checkpoint)
+    ckpt = checkpoint.load(a.checkpoint, require=checkpoint.MODEL_KEYS)
     method = _rebuild(ckpt, a.checkpoint)
     if getattr(method, "modality", "image") != "image":
         raise UsageError(
             f"pyssl finetune: {a.checkpoint} holds a {method.name!r} text model; "
             "finetune evaluates image encoders"
         )
-    data = a.data or ckpt.get("data", "digits").removesuffix("-train")
-    size = int(ckpt.get("method_args", {}).get("image_size", 32))
+    data = a.data or str(ckpt.get("data") or "digits").removesuffix("-train")
+    size = int((ckpt.get("method_args") or {}).get("image_size", 32))
     train = load_images(data, split="train", image_size=size)
     test = load_images(data, split="test", image_size=size) if data == "digits" else None
     if train.labels is None:
@@ -475,6 +592,7 @@ def _finetune(a: argparse.Namespace) -> None:
         train, test = train.subset(torch.tensor(keep)), train.subset(held)
     aug = method.default_augment(size, 3)
     mean, std = _normalisation(aug)
+    assert train.labels is not None and test.labels is not None
     idx = label_subset(train.labels, a.label_fraction, a.seed)
     enc = method.encoder
     if a.protocol == "finetune":
@@ -493,7 +611,6 @@ def _finetune(a: argparse.Namespace) -> None:
     else:
         ftr = features(enc, train.images, mean=mean, std=std)
         fte = features(enc, test.images, mean=mean, std=std)
-        assert train.labels is not None and test.labels is not None
         if a.protocol == "linear":
             acc = logistic_regression(
                 ftr[idx], train.labels[idx], fte, test.labels, num_classes=len(train.classes)
@@ -562,7 +679,7 @@ def _bench(a: argparse.Namespace) -> int:
             "pyssl bench: the benchmarks live in the source checkout's bench/ folder, "
             "which an installed wheel does not ship; run it from a clone of the repository"
         )
-    families = ("masking", "contrastive") if a.family == "all" else (a.family,)
+    families = BENCH_FAMILIES if a.family == "all" else (a.family,)
     for fam in families:
         rc = subprocess.call([sys.executable, os.path.join(bench, f"bench_{fam}.py")], cwd=root)
         if rc:
@@ -574,51 +691,121 @@ def _bench(a: argparse.Namespace) -> int:
     return rc
 
 
+# optional packages whose absence is a setup problem, not a bug: (import name, what needs it)
+OPTIONAL_PACKAGES = {
+    "sklearn": "scikit-learn",
+    "matplotlib": "matplotlib",
+    "PIL": "pillow",
+    "tqdm": "tqdm",
+}
+
+
+def _missing_dependency(exc: BaseException) -> str | None:
+    """The one-line message for a missing optional package: a ``ModuleNotFoundError`` for one of
+    :data:`OPTIONAL_PACKAGES`, or a ``RuntimeError`` raised from an ``ImportError`` (how pyssl
+    names the extra to install); ``None`` for anything else."""
+    if isinstance(exc, ModuleNotFoundError):
+        top = (exc.name or "").split(".")[0]
+        if top in OPTIONAL_PACKAGES:
+            return (
+                f"this command needs {OPTIONAL_PACKAGES[top]}, which is not installed: "
+                "pip install 'pyssl-kernels[demo]'"
+            )
+        return None
+    if isinstance(exc, RuntimeError) and isinstance(exc.__cause__, ImportError):
+        return str(exc)
+    return None
+
+
+def _os_error(exc: OSError) -> str:
+    # "PATH: reason" rather than "[Errno 17] File exists: 'PATH'"
+    if exc.filename is None or not exc.strerror:
+        return str(exc)
+    where: str = str(exc.filename)
+    if exc.filename2 is not None:
+        where += f" -> {exc.filename2}"
+    return f"{where}: {exc.strerror}"
+
+
+def _debug(argv: Sequence[str] | None) -> bool:
+    args = sys.argv[1:] if argv is None else list(argv)
+    # the top-level flag stands before the command; later arguments belong to the subcommand
+    top = args[: next((i for i, x in enumerate(args) if not x.startswith("-")), len(args))]
+    return os.environ.get("PYSSL_DEBUG", "") not in ("", "0") or "--debug" in top
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Runs the command; usage and input errors print one line to stderr and return 2
-    (``PYSSL_DEBUG=1`` shows their traceback instead)."""
+    """Runs the command. An expected failure prints one line ``pyssl: error: ...`` to stderr,
+    no traceback, and returns non-zero: 2 for usage and input errors (bad options, a missing
+    path, an empty folder, a corrupt or mismatched checkpoint), 1 for failures while running
+    (a loss that became NaN or infinite, a file that cannot be written, a missing optional
+    package). ``PYSSL_DEBUG=1`` or ``pyssl --debug COMMAND`` re-raises them with the traceback;
+    any other exception is a bug and always shows its traceback."""
     from pyssl.train.checkpoint import CheckpointError
 
+    debug = _debug(argv)
     try:
-        a = _parser().parse_args(argv)
-        if a.command == "info":
-            print(info())
-        elif a.command == "mae-picture":
-            from pyssl.demo import mae_demo
-
-            print(
-                mae_demo(
-                    a.out,
-                    image=a.image,
-                    mask_ratio=a.mask_ratio,
-                    patch_size=a.patch_size,
-                    seed=a.seed,
-                )
-            )
-        elif a.command == "demo":
-            from pyssl.demo import DemoConfig, label_efficiency_demo
-
-            cfg = DemoConfig() if a.epochs is None else DemoConfig(epochs=a.epochs)
-            label_efficiency_demo(a.out, seeds=a.seeds, cfg=cfg, progress=not a.no_progress)
-        elif a.command == "pretrain":
-            _pretrain(a)
-        elif a.command == "finetune":
-            _finetune(a)
-        elif a.command == "report":
-            _report(a)
-        elif a.command == "bench":
-            return _bench(a)
+        return _run(_parser().parse_args(argv))
     except UsageError as exc:
+        if debug:
+            raise
         print(exc, file=sys.stderr)
         return 2
-    except (FileNotFoundError, CheckpointError, ValueError, TypeError) as exc:
-        if os.environ.get("PYSSL_DEBUG"):  # the traceback, for bug reports
+    except (FileNotFoundError, NotADirectoryError, CheckpointError, ValueError, TypeError) as exc:
+        if debug:
+            raise
+        msg = _os_error(exc) if isinstance(exc, OSError) else str(exc)
+        print(f"pyssl: error: {msg}", file=sys.stderr)
+        return 2
+    except FloatingPointError as exc:
+        if debug:
             raise
         print(f"pyssl: error: {exc}", file=sys.stderr)
-        return 2
+        return 1
+    except OSError as exc:
+        if debug:
+            raise
+        print(f"pyssl: error: {_os_error(exc)}", file=sys.stderr)
+        return 1
+    except (RuntimeError, ImportError) as exc:
+        why = _missing_dependency(exc)
+        if why is None or debug:
+            raise
+        print(f"pyssl: error: {why}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("pyssl: interrupted", file=sys.stderr)
         return 130
+
+
+def _run(a: argparse.Namespace) -> int:
+    if a.command == "info":
+        print(info())
+    elif a.command == "mae-picture":
+        from pyssl.demo import mae_demo
+
+        print(
+            mae_demo(
+                a.out,
+                image=a.image,
+                mask_ratio=a.mask_ratio,
+                patch_size=a.patch_size,
+                seed=a.seed,
+            )
+        )
+    elif a.command == "demo":
+        from pyssl.demo import DemoConfig, label_efficiency_demo
+
+        cfg = DemoConfig() if a.epochs is None else DemoConfig(epochs=a.epochs)
+        label_efficiency_demo(a.out, seeds=a.seeds, cfg=cfg, progress=not a.no_progress)
+    elif a.command == "pretrain":
+        _pretrain(a)
+    elif a.command == "finetune":
+        _finetune(a)
+    elif a.command == "report":
+        _report(a)
+    elif a.command == "bench":
+        return _bench(a)
     return 0
 
 

@@ -1,11 +1,13 @@
-"""The pyssl command: help, the pretrain -> finetune -> report chain on tiny runs, and one-line
-errors (exit status 2, no traceback) for bad options, missing paths, empty folders, corrupt
-and mismatched checkpoints."""
+"""The pyssl command: help, the pretrain -> finetune -> report chain on tiny runs, a smoke run of
+every method, and one-line errors (no traceback; exit status 2 for bad options, missing paths,
+empty folders, corrupt, incomplete and mismatched checkpoints; 1 for a NaN loss, an unwritable
+output and a missing optional package), with PYSSL_DEBUG / --debug showing the traceback."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -15,8 +17,20 @@ import torch
 from PIL import Image
 
 import pyssl
-from pyssl.cli import main
+from pyssl import cli
+from pyssl.cli import METHOD_NAMES, main
+from pyssl.methods import METHODS
 from pyssl.train import checkpoint
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    # tiny runs: thread start-up and contention on a shared 2-core machine cost more than the
+    # arithmetic (measured: one BYOL step 10 s with 2 threads under load, 0.4 s with one)
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def run(capsys, *argv: str) -> tuple[int, str, str]:
@@ -25,9 +39,9 @@ def run(capsys, *argv: str) -> tuple[int, str, str]:
     return rc, out.out, out.err
 
 
-def one_line_error(capsys, *argv: str, match: str) -> None:
+def one_line_error(capsys, *argv: str, match: str, status: int = 2) -> None:
     rc, _, err = run(capsys, *argv)
-    assert rc == 2
+    assert rc == status, err
     lines = err.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in err, err
     assert match in lines[0], lines[0]
@@ -173,3 +187,251 @@ def test_python_dash_m_prints_no_traceback(tmp_path):
     assert p.stderr.strip().splitlines() == [
         f"pyssl: error: {tmp_path / 'x.pt'}: no such checkpoint"
     ]
+
+
+# ------------------------------------------------------------------------------ help texts
+
+
+def _subparsers() -> dict[str, cli.argparse.ArgumentParser]:
+    parser = cli._parser()
+    (sub,) = [a for a in parser._actions if isinstance(a, cli.argparse._SubParsersAction)]
+    return {"pyssl": parser, **sub.choices}
+
+
+def test_every_option_of_every_command_says_what_it_does():
+    for name, parser in _subparsers().items():
+        for action in parser._actions:
+            if isinstance(action, (cli.argparse._HelpAction, cli.argparse._SubParsersAction)):
+                continue
+            text = re.sub(r"\(default: [^)]*\)\s*$|^default: .*$", "", action.help or "")
+            words = text.split()
+            flag = action.option_strings[-1] if action.option_strings else action.dest
+            assert len(words) >= 4, f"pyssl {name} {flag}: help {action.help!r} says too little"
+
+
+def test_optimizer_lr_and_precision_help_name_their_defaults(capsys):
+    with pytest.raises(SystemExit):
+        main(["pretrain", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "lars: SGD with momentum" in text and "L2 penalty" in text
+    assert "0.3 x batch-size/256 for lars" in text and "2e-3 for adamw" in text
+    assert "auto: bf16 on a CUDA GPU" in text and "fp32 on the CPU" in text
+
+
+# ------------------------------------------------------------------------------ every method
+
+
+def test_method_names_are_the_methods_registry():
+    assert METHOD_NAMES == tuple(METHODS)
+
+
+@pytest.mark.parametrize("method", METHOD_NAMES)
+def test_every_method_pretrains_from_the_command_line(capsys, folder, tmp_path, method):
+    data = ["--seq-len", "16"] if method == "mlm" else ["--data", str(folder), "--image-size", "16"]
+    rc, out, err = run(capsys, "pretrain", "--method", method, *data, "--steps", "2",
+                       "--batch-size", "4", "--out", str(tmp_path), "--no-progress")  # fmt: skip
+    assert rc == 0, err
+    assert f"{method}: 2 steps" in out and "(lr 0.002, fp32)" in out
+    result = json.loads((tmp_path / "run.json").read_text())
+    assert result["method"] == method and np.isfinite(result["summary"]["final_loss"])
+    ck = checkpoint.load(str(tmp_path / "checkpoint.pt"), require=checkpoint.RESUME_KEYS)
+    assert ck["method"] == method and ck["step"] == 2
+    assert ck["config"]["precision"] == "fp32" and ck["config"]["lr"] == 2e-3
+
+
+def test_lars_takes_its_own_default_learning_rate(capsys, folder, tmp_path):
+    lars = ("--optimizer", "lars")
+    rc, out, _ = run(capsys, *tiny(folder, tmp_path / "a", *lars, "--batch-size", "8"))
+    assert rc == 0 and f"(lr {0.3 * 8 / 256:g}, fp32)" in out
+    ck = checkpoint.load(str(tmp_path / "a" / "checkpoint.pt"))
+    assert ck["config"]["lr"] == pytest.approx(0.3 * 8 / 256)
+    assert ck["config"]["optimizer"] == "lars"
+    # the data holds 16 images: a larger batch is capped, and so is the rate scaled from it
+    rc, out, _ = run(capsys, *tiny(folder, tmp_path / "b", *lars, "--batch-size", "256"))
+    assert rc == 0 and f"(lr {0.3 * 16 / 256:g}, fp32)" in out
+    rc, out, _ = run(capsys, *tiny(folder, tmp_path / "c", *lars, "--lr", "0.5"))
+    assert rc == 0 and "(lr 0.5, fp32)" in out
+
+
+# ------------------------------------------------------------------------------ bench
+
+
+def test_bench_runs_every_family_then_the_report(capsys, monkeypatch):
+    import subprocess
+
+    calls: list[str] = []
+    monkeypatch.setattr(subprocess, "call", lambda cmd, cwd=None: calls.append(cmd[-1]) or 0)
+    rc, out, _ = run(capsys, "bench")
+    assert rc == 0 and "|" in out  # bench/RESULTS.md printed
+    names = [os.path.basename(c) for c in calls]
+    assert names == ["bench_masking.py", "bench_contrastive.py", "bench_augment.py",
+                     "bench_text.py", "report.py"]  # fmt: skip
+    root = os.path.dirname(os.path.dirname(os.path.abspath(pyssl.__file__)))
+    assert all(os.path.isfile(c) for c in calls)
+    assert all(os.path.dirname(c) == os.path.join(root, "bench") for c in calls)
+    for family in ("augment", "text"):
+        calls.clear()
+        assert run(capsys, "bench", "--family", family)[0] == 0
+        assert [os.path.basename(c) for c in calls] == [f"bench_{family}.py", "report.py"]
+
+
+def test_a_failing_benchmark_stops_the_run(capsys, monkeypatch):
+    import subprocess
+
+    calls: list[str] = []
+    monkeypatch.setattr(subprocess, "call", lambda cmd, cwd=None: calls.append(cmd[-1]) or 3)
+    assert run(capsys, "bench")[0] == 3 and len(calls) == 1
+
+
+# ------------------------------------------------------------------------------ run-time errors
+
+
+def tiny(folder, out, *extra: str) -> list[str]:
+    """A 1-step SimCLR run on the 16-image folder at 16x16."""
+    return ["pretrain", "--method", "simclr", "--data", str(folder), "--image-size", "16",
+            "--steps", "1", "--batch-size", "4", "--out", str(out), "--no-progress",
+            *extra]  # fmt: skip
+
+
+def _nan_loss(monkeypatch):
+    cls = METHODS["simclr"]
+    loss = cls.loss
+    monkeypatch.setattr(cls, "loss", lambda self, views: loss(self, views) * float("nan"))
+
+
+def test_nan_loss_is_a_one_line_error(capsys, monkeypatch, folder, tmp_path):
+    _nan_loss(monkeypatch)
+    one_line_error(
+        capsys, *tiny(folder, tmp_path), match="pyssl: error: loss is nan at step 0", status=1
+    )
+
+
+def test_pyssl_debug_and_the_debug_flag_show_the_traceback(capsys, monkeypatch, folder, tmp_path):
+    _nan_loss(monkeypatch)
+    argv = tiny(folder, tmp_path)
+    with pytest.raises(FloatingPointError, match="loss is nan"):
+        main(["--debug", *argv])
+    monkeypatch.setenv("PYSSL_DEBUG", "1")
+    with pytest.raises(FloatingPointError):
+        main(argv)
+    with pytest.raises(FileNotFoundError):
+        main(["finetune", "--checkpoint", str(tmp_path / "none.pt")])
+    monkeypatch.setenv("PYSSL_DEBUG", "0")  # off again
+    one_line_error(capsys, "finetune", "--checkpoint", str(tmp_path / "none.pt"),
+                   match="no such checkpoint")  # fmt: skip
+
+
+def test_a_genuine_bug_keeps_its_traceback(monkeypatch, folder, tmp_path):
+    def broken(self, views):
+        raise RuntimeError("a bug, not a user error")
+
+    monkeypatch.setattr(METHODS["simclr"], "loss", broken)
+    with pytest.raises(RuntimeError, match="a bug"):
+        main(tiny(folder, tmp_path))
+
+
+def test_out_is_an_existing_file(capsys, folder, pretrained, tmp_path):
+    taken = tmp_path / "taken"
+    taken.write_text("not a folder")
+    one_line_error(
+        capsys, *tiny(folder, taken), match=f"pyssl: error: {taken}: File exists", status=1
+    )
+    one_line_error(capsys, "report", str(pretrained), "--out", str(taken),
+                   match=f"{taken}: File exists", status=1)  # fmt: skip
+    assert taken.read_text() == "not a folder"
+
+
+def test_unwritable_output_is_a_one_line_error(capsys, monkeypatch, folder, tmp_path):
+    import tempfile
+
+    def denied(*args, dir=None, **kw):
+        raise PermissionError(13, "Permission denied", os.path.join(str(dir), ".tmp-x.pt"))
+
+    monkeypatch.setattr(tempfile, "mkstemp", denied)  # as in a read-only folder, even for root
+    one_line_error(capsys, *tiny(folder, tmp_path / "run"), match="Permission denied", status=1)
+
+
+@pytest.mark.skipif(
+    not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root writes into read-only folders"
+)
+def test_read_only_folder_is_a_one_line_error(capsys, pretrained, tmp_path):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    try:
+        one_line_error(capsys, "report", str(pretrained), "--out", str(ro / "rep"),
+                       match="Permission denied", status=1)  # fmt: skip
+    finally:
+        ro.chmod(0o700)
+
+
+def test_missing_scikit_learn_is_a_one_line_error(capsys, monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "sklearn.datasets", None)  # import fails
+    one_line_error(capsys, "pretrain", "--method", "simclr", "--steps", "1",
+                   "--out", str(tmp_path), "--no-progress",
+                   match="needs scikit-learn: pip install", status=1)  # fmt: skip
+
+
+def test_missing_matplotlib_is_a_one_line_error(capsys, monkeypatch, pretrained, tmp_path):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    one_line_error(capsys, "report", str(pretrained), "--out", str(tmp_path),
+                   match="needs matplotlib, which is not installed", status=1)  # fmt: skip
+
+
+def test_checkpoint_without_its_keys_is_a_one_line_error(capsys, folder, pretrained, tmp_path):
+    state = checkpoint.load(str(pretrained / "checkpoint.pt"))
+    for key in ("model", "method"):
+        kept = {k: v for k, v in state.items() if k not in ("format", "version", key)}
+        checkpoint.save(str(tmp_path / f"no-{key}.pt"), kept)
+        one_line_error(capsys, "finetune", "--checkpoint", str(tmp_path / f"no-{key}.pt"),
+                       match=f"the checkpoint lacks '{key}'")  # fmt: skip
+    resume = tmp_path / "resume"
+    argv = tiny(folder, resume, "--image-size", "32", "--resume")
+    kept = {k: v for k, v in state.items() if k not in ("format", "version", "optimizer")}
+    checkpoint.save(str(resume / "checkpoint.pt"), kept)
+    one_line_error(capsys, *argv, match="the checkpoint lacks 'optimizer'")
+    kept = {k: v for k, v in state.items() if k not in ("format", "version")}
+    checkpoint.save(str(resume / "checkpoint.pt"), {**kept, "rng": {"torch": 0}})
+    one_line_error(capsys, *argv, match="malformed RNG state")
+    checkpoint.save(str(resume / "checkpoint.pt"), {**kept, "optimizer": {"state": {}}})
+    one_line_error(capsys, *argv, match="the optimiser state does not fit")
+
+
+# ------------------------------------------------------------------------------ DDP on GPUs
+
+
+def test_each_process_takes_the_gpu_of_its_local_rank(monkeypatch):
+    import torch.distributed as dist
+
+    calls: list[tuple] = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda i: calls.append(("set_device", i)))
+    monkeypatch.setattr(dist, "is_initialized", lambda: False)
+    monkeypatch.setattr(dist, "init_process_group", lambda b: calls.append(("init", b)))
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("LOCAL_RANK", "2")
+    assert cli._init_distributed("cuda") == "cuda:2"
+    assert calls == [("set_device", 2), ("init", "nccl")]  # the device first
+    calls.clear()
+    assert cli._init_distributed("cpu") == "cpu"
+    assert calls == [("init", "gloo")]
+    calls.clear()
+    monkeypatch.setenv("LOCAL_RANK", "4")
+    with pytest.raises(cli.UsageError, match="LOCAL_RANK=4, but this machine has 4"):
+        cli._init_distributed("cuda")
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert cli._init_distributed("cuda") == "cuda" and calls == []
+
+
+def test_without_cuda_torchrun_uses_gloo(monkeypatch):
+    import torch.distributed as dist
+
+    calls: list[tuple] = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda i: calls.append(("set_device", i)))
+    monkeypatch.setattr(dist, "is_initialized", lambda: False)
+    monkeypatch.setattr(dist, "init_process_group", lambda b: calls.append(("init", b)))
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert cli._init_distributed("cpu") == "cpu" and calls == [("init", "gloo")]

@@ -108,8 +108,8 @@ def _read_image(path: str, image_size: int) -> np.ndarray:
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as im:
-            im = im.convert("RGB")
+        with Image.open(path) as f:
+            im = f.convert("RGB")
             # centre square crop, then resize: every image gets the same shape
             w, h = im.size
             s = min(w, h)

@@ -9,8 +9,8 @@ from pyssl.train.evaluate import (
     logistic_regression,
     train_classifier,
 )
-from pyssl.train.loop import PretrainConfig, batch_rows, pretrain
-from pyssl.train.optim import LARS, cosine_lr, make_optimizer
+from pyssl.train.loop import PretrainConfig, batch_rows, pretrain, resolve_precision
+from pyssl.train.optim import LARS, cosine_lr, default_lr, make_optimizer
 from pyssl.train.study import FRACTIONS, label_efficiency
 
 __all__ = [
@@ -20,6 +20,7 @@ __all__ = [
     "PretrainConfig",
     "batch_rows",
     "cosine_lr",
+    "default_lr",
     "features",
     "knn_accuracy",
     "label_efficiency",
@@ -27,5 +28,6 @@ __all__ = [
     "logistic_regression",
     "make_optimizer",
     "pretrain",
+    "resolve_precision",
     "train_classifier",
 ]

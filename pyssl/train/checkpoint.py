@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import random
 import tempfile
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -38,9 +39,15 @@ def save(path: str, state: dict[str, Any]) -> None:
         raise
 
 
-def load(path: str) -> dict[str, Any]:
+# what a checkpoint needs for each use: rebuilding the model, and resuming its training
+MODEL_KEYS = ("method", "model")
+RESUME_KEYS = ("method", "model", "optimizer", "step", "rng")
+
+
+def load(path: str, require: Sequence[str] = ()) -> dict[str, Any]:
     """Reads a checkpoint written by :func:`save`. Raises ``FileNotFoundError`` when ``path``
-    does not exist and :class:`CheckpointError` when it is not a readable pyssl checkpoint."""
+    does not exist and :class:`CheckpointError` when it is not a readable pyssl checkpoint or
+    lacks one of the keys ``require`` names (e.g. :data:`MODEL_KEYS`, :data:`RESUME_KEYS`)."""
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path}: no such checkpoint")
     try:
@@ -53,7 +60,37 @@ def load(path: str) -> dict[str, Any]:
         raise CheckpointError(
             f"{path}: checkpoint version {state.get('version')}, expected {VERSION}"
         )
+    missing = [k for k in require if k not in state]
+    if missing:
+        raise CheckpointError(f"{path}: the checkpoint lacks {', '.join(map(repr, missing))}")
+    if "model" in require and not isinstance(state["model"], dict):
+        raise CheckpointError(f"{path}: the checkpoint's 'model' is not a state dict")
     return state
+
+
+def restore_training_state(
+    optimizer: torch.optim.Optimizer, state: dict[str, Any], path: str
+) -> int:
+    """Loads the optimiser state and the RNG states of a checkpoint (read with
+    ``require=RESUME_KEYS``) and returns its step; a malformed entry raises
+    :class:`CheckpointError` naming it."""
+    try:
+        optimizer.load_state_dict(state["optimizer"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(
+            f"{path}: the optimiser state does not fit this run's optimiser ({exc})"
+        ) from None
+    try:
+        step = int(state["step"])
+    except (TypeError, ValueError):
+        raise CheckpointError(f"{path}: 'step' is not an integer: {state['step']!r}") from None
+    try:
+        set_rng_state(state["rng"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(
+            f"{path}: malformed RNG state ({type(exc).__name__}: {exc})"
+        ) from None
+    return step
 
 
 def load_model_state(model: torch.nn.Module, state: dict[str, Any], path: str) -> None:

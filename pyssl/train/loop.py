@@ -25,29 +25,55 @@ from pyssl import distributed
 from pyssl.augment import Augment
 from pyssl.data import ImageData, TextData
 from pyssl.train import checkpoint
-from pyssl.train.optim import cosine_lr, make_optimizer
+from pyssl.train.optim import cosine_lr, default_lr, make_optimizer
 
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.jsonl"
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def resolve_precision(precision: str, device: str | torch.device) -> str:
+    """``"fp32"`` or ``"bf16"`` for ``precision`` on ``device``: ``"auto"`` is bf16 on a CUDA
+    device with bf16 support (Ampere and later), fp32 on anything else (CPU bf16 autocast is
+    slower than fp32 on most CPUs, which lack bf16 arithmetic)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision: expected 'auto', 'fp32' or 'bf16', got {precision!r}")
+    if precision != "auto":
+        return precision
+    device = torch.device(device)
+    # native bf16 only: pre-Ampere GPUs emulate it, slower than fp32. The current device is the
+    # one this process trains on (the CLI sets it to LOCAL_RANK under torchrun).
+    if (
+        device.type == "cuda"
+        and torch.cuda.is_available()
+        and torch.cuda.is_bf16_supported(including_emulation=False)
+    ):
+        return "bf16"
+    return "fp32"
 
 
 @dataclass
 class PretrainConfig:
     """Hyper-parameters of :func:`pretrain`. ``batch_size`` is the global batch (split over
     processes under DDP); ``steps`` (when set) overrides ``epochs``; ``checkpoint_every`` 0
-    writes a checkpoint only at the end; ``clip_grad`` 0 turns clipping off; ``precision``
-    ``"bf16"`` runs forward and loss under bfloat16 autocast."""
+    writes a checkpoint only at the end; ``clip_grad`` 0 turns clipping off. ``lr`` ``None``
+    takes the optimiser's default (:func:`pyssl.train.optim.default_lr`: AdamW 2e-3, LARS
+    ``0.3 * batch / 256``). ``precision`` ``"bf16"`` runs forward and loss under bfloat16
+    autocast, ``"fp32"`` does not, ``"auto"`` picks bf16 on a CUDA device that supports it and
+    fp32 elsewhere (bf16 autocast on CPUs without native bf16 arithmetic is slower than fp32).
+    :func:`pretrain` resolves ``lr`` and ``precision`` and records the resolved values in the
+    checkpoint."""
 
     epochs: float = 10.0
     steps: int | None = None
     batch_size: int = 256
     optimizer: str = "adamw"
-    lr: float = 2e-3
+    lr: float | None = None
     weight_decay: float = 1e-4
     warmup_steps: int = 10
     min_lr: float = 0.0
     clip_grad: float = 3.0
-    precision: str = "fp32"
+    precision: str = "auto"
     seed: int = 0
     checkpoint_every: int = 0
     log_every: int = 10
@@ -60,12 +86,14 @@ class PretrainConfig:
             raise ValueError(f"epochs: expected > 0, got {self.epochs}")
         if self.steps is not None and self.steps < 1:
             raise ValueError(f"steps: expected >= 1, got {self.steps}")
-        if self.lr <= 0:
+        if self.lr is not None and self.lr <= 0:
             raise ValueError(f"lr: expected > 0, got {self.lr}")
         if self.optimizer not in ("adamw", "lars"):
             raise ValueError(f"optimizer: expected 'adamw' or 'lars', got {self.optimizer!r}")
-        if self.precision not in ("fp32", "bf16"):
-            raise ValueError(f"precision: expected 'fp32' or 'bf16', got {self.precision!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(
+                f"precision: expected 'auto', 'fp32' or 'bf16', got {self.precision!r}"
+            )
         if self.warmup_steps < 0 or self.checkpoint_every < 0 or self.clip_grad < 0:
             raise ValueError("warmup_steps, checkpoint_every and clip_grad must be >= 0")
 
@@ -180,26 +208,33 @@ def pretrain(
     batch = min(cfg.batch_size, n)
     if batch % world:
         raise ValueError(f"batch_size: {batch} is not divisible by the {world} processes")
-    cfg = PretrainConfig.from_dict({**asdict(cfg), "batch_size": batch})
-    total = total_steps(cfg, n)
     device = torch.device(device)
+    cfg = PretrainConfig.from_dict(
+        {
+            **asdict(cfg),
+            "batch_size": batch,
+            "lr": cfg.lr if cfg.lr is not None else default_lr(cfg.optimizer, batch),
+            "precision": resolve_precision(cfg.precision, device),
+        }
+    )
+    assert cfg.lr is not None
+    base_lr = cfg.lr
+    total = total_steps(cfg, n)
     method.to(device)
     if isinstance(data, ImageData) and augment is None:
         augment = method.default_augment(int(data.images.shape[-1]), int(data.images.shape[1]))  # type: ignore[operator]
-    opt = make_optimizer(method, cfg.optimizer, cfg.lr, cfg.weight_decay)
+    opt = make_optimizer(method, cfg.optimizer, base_lr, cfg.weight_decay)
     name = str(getattr(method, "name", type(method).__name__))
     ckpt_path = os.path.join(out_dir, CHECKPOINT)
     start = 0
     if resume and os.path.exists(ckpt_path):
-        state = checkpoint.load(ckpt_path)
+        state = checkpoint.load(ckpt_path, require=checkpoint.RESUME_KEYS)
         if state.get("method") != name:
             raise checkpoint.CheckpointError(
                 f"{ckpt_path}: a {state.get('method')!r} checkpoint, this run is {name!r}"
             )
         checkpoint.load_model_state(method, state["model"], ckpt_path)
-        opt.load_state_dict(state["optimizer"])
-        start = int(state["step"])
-        checkpoint.set_rng_state(state["rng"])
+        start = checkpoint.restore_training_state(opt, state, ckpt_path)
     if rank == 0:
         os.makedirs(out_dir, exist_ok=True)
 
@@ -241,7 +276,7 @@ def pretrain(
     try:
         for step in range(start, end):
             t0 = time.perf_counter()
-            lr = cosine_lr(step, total, cfg.lr, cfg.warmup_steps, cfg.min_lr)
+            lr = cosine_lr(step, total, base_lr, cfg.warmup_steps, cfg.min_lr)
             for group in opt.param_groups:
                 group["lr"] = lr
             rows = batch_rows(n, batch, step, cfg.seed)
@@ -291,6 +326,8 @@ def pretrain(
         "steps": total,
         "ran_steps": end - start,
         "final_loss": loss_value,
+        "lr": base_lr,
+        "precision": cfg.precision,
         "seconds": t_run,
         "samples_per_s": seen / t_run if t_run > 0 else float("nan"),
         "checkpoint": ckpt_path,

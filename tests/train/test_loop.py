@@ -19,8 +19,19 @@ from pyssl.train import (
     batch_rows,
     checkpoint,
     cosine_lr,
+    default_lr,
     pretrain,
+    resolve_precision,
 )
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    # tiny models: on a shared 2-core machine a second thread costs more than it computes
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def cfg(**kw) -> PretrainConfig:
@@ -169,3 +180,115 @@ def test_text_batches_are_token_rows(tmp_path):
     m = _Counting()
     pretrain(m, data, cfg(steps=3, batch_size=4), str(tmp_path))
     assert all(ids.shape == (4, 4) and ids.dtype == torch.int64 for ids in m.seen)
+
+
+def test_a_save_that_fails_midway_leaves_the_previous_checkpoint(tmp_path, monkeypatch):
+    path = tmp_path / "checkpoint.pt"
+    checkpoint.save(str(path), {"step": 1, "w": torch.ones(3)})
+    before = path.read_bytes()
+    real_save = torch.save
+
+    def fails_midway(obj, f, *args, **kw):
+        f.write(b"the first half of a checkpoint")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", fails_midway)
+    with pytest.raises(OSError, match="No space left"):
+        checkpoint.save(str(path), {"step": 2, "w": torch.zeros(3)})
+    monkeypatch.setattr(torch, "save", real_save)
+    assert path.read_bytes() == before
+    assert checkpoint.load(str(path))["step"] == 1
+    assert os.listdir(tmp_path) == ["checkpoint.pt"]  # the temporary file is removed
+
+
+def test_a_run_whose_checkpoint_write_fails_resumes_from_the_last_good_one(tmp_path, monkeypatch):
+    torch.manual_seed(0)
+    straight = TinySimCLR()
+    pretrain(straight, small_digits(), cfg(), str(tmp_path / "straight"))
+    real_save, calls = torch.save, []
+
+    def second_save_fails(obj, f, *args, **kw):
+        calls.append(obj["step"])
+        if len(calls) == 2:  # step 4: half written, then the disk is full
+            f.write(b"torn")
+            raise OSError(28, "No space left on device")
+        real_save(obj, f, *args, **kw)
+
+    monkeypatch.setattr(torch, "save", second_save_fails)
+    out = tmp_path / "run"
+    torch.manual_seed(0)
+    with pytest.raises(OSError):
+        pretrain(TinySimCLR(), small_digits(), cfg(checkpoint_every=2), str(out))
+    monkeypatch.setattr(torch, "save", real_save)
+    assert calls == [2, 4] and sorted(os.listdir(out)) == ["checkpoint.pt", "metrics.jsonl"]
+    assert checkpoint.load(str(out / "checkpoint.pt"))["step"] == 2
+    torch.manual_seed(99)
+    resumed = TinySimCLR()
+    pretrain(resumed, small_digits(), cfg(checkpoint_every=2), str(out), resume=True)
+    for k, v in straight.state_dict().items():
+        assert torch.equal(v, resumed.state_dict()[k]), k
+
+
+def test_resume_from_a_checkpoint_missing_keys_names_them(tmp_path):
+    torch.manual_seed(0)
+    pretrain(TinySimCLR(), small_digits(), cfg(steps=2), str(tmp_path))
+    path = str(tmp_path / "checkpoint.pt")
+    state = checkpoint.load(path)
+    del state["rng"], state["step"]
+    checkpoint.save(path, {k: v for k, v in state.items() if k not in ("format", "version")})
+    with pytest.raises(CheckpointError, match="lacks 'step', 'rng'"):
+        pretrain(TinySimCLR(), small_digits(), cfg(steps=2), str(tmp_path), resume=True)
+    with pytest.raises(CheckpointError, match="lacks 'rng'"):
+        checkpoint.load(path, require=("model", "rng"))
+    assert checkpoint.load(path, require=checkpoint.MODEL_KEYS)["method"] == "tinysimclr"
+
+
+def test_learning_rate_defaults_per_optimiser(tmp_path):
+    assert default_lr("adamw", 64) == default_lr("adamw", 4096) == 2e-3
+    assert default_lr("lars", 256) == pytest.approx(0.3)
+    assert default_lr("lars", 4096) == pytest.approx(4.8)  # SimCLR: 0.3 x batch / 256
+    with pytest.raises(ValueError, match="optimizer"):
+        default_lr("sgd", 256)
+    assert PretrainConfig().lr is None
+    torch.manual_seed(0)
+    s = pretrain(TinySimCLR(), small_digits(), cfg(optimizer="lars", steps=2), str(tmp_path))
+    assert s["lr"] == pytest.approx(0.3 * 32 / 256)
+    ck = checkpoint.load(str(tmp_path / "checkpoint.pt"))
+    assert ck["config"]["lr"] == pytest.approx(0.3 * 32 / 256)  # the resolved rate is recorded
+    recs = [json.loads(x) for x in open(tmp_path / "metrics.jsonl")]
+    assert recs[0]["lr"] == pytest.approx(0.3 * 32 / 256 / 2)  # warm-up step 1 of 2
+
+
+def test_lars_default_rate_moves_the_weights_where_adamws_barely_does(tmp_path):
+    moved = {}
+    for name, lr in (("adamw-rate", 2e-3), ("lars-default", None)):
+        torch.manual_seed(0)
+        m = TinySimCLR()
+        w0 = m.head[1].weight.detach().clone()
+        c = cfg(optimizer="lars", lr=lr, steps=3, warmup_steps=0)
+        pretrain(m, small_digits(), c, str(tmp_path / name))
+        moved[name] = float((m.head[1].weight.detach() - w0).norm() / w0.norm())
+    assert moved["lars-default"] > 10 * moved["adamw-rate"]
+
+
+def test_precision_auto_is_bf16_only_on_gpus_with_native_bf16(monkeypatch):
+    assert PretrainConfig().precision == "auto"
+    assert resolve_precision("auto", "cpu") == "fp32"
+    assert resolve_precision("bf16", "cpu") == "bf16" and resolve_precision("fp32", "cpu") == "fp32"
+    with pytest.raises(ValueError, match="precision"):
+        resolve_precision("fp16", "cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
+    assert resolve_precision("auto", "cuda:0") == "bf16"
+    assert resolve_precision("auto", "cpu") == "fp32"
+    monkeypatch.setattr(
+        torch.cuda, "is_bf16_supported", lambda including_emulation=True: including_emulation
+    )  # a pre-Ampere GPU: bf16 only emulated
+    assert resolve_precision("auto", "cuda") == "fp32"
+
+
+def test_pretraining_on_cpu_records_fp32_under_auto(tmp_path):
+    torch.manual_seed(0)
+    s = pretrain(TinySimCLR(), small_digits(), cfg(steps=1), str(tmp_path))
+    assert s["precision"] == "fp32"
+    assert checkpoint.load(str(tmp_path / "checkpoint.pt"))["config"]["precision"] == "fp32"
