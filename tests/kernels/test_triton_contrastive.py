@@ -23,6 +23,7 @@ truncates where compiled Triton rounds to nearest even.
 
 from __future__ import annotations
 
+import contextlib
 import textwrap
 
 import pytest
@@ -83,6 +84,35 @@ def poison(*shape: int, dtype: torch.dtype) -> torch.Tensor:
 def scalar_arg(value: float, seed: int) -> float | torch.Tensor:
     """Alternately a Python float and a 0-dim float32 tensor (the values used are exact)."""
     return value if seed % 2 == 0 else torch.tensor(value, dtype=torch.float32, device=DEVICE)
+
+
+@contextlib.contextmanager
+def deterministic_algorithms():
+    """torch.use_deterministic_algorithms(True) inside, the previous setting restored after:
+    the backward launchers then take the two-launch path, which has no atomics."""
+    was = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(was, warn_only=warn_only)
+
+
+def assert_same_backward(got, ref, n: int, m: int) -> None:
+    """(dq, dk, ...) bit for bit, except, on a GPU outside deterministic mode, the gradient the
+    single-pass backward accumulates with atomics (dq when M >= N, else dk): its sums land in
+    a scheduling-dependent order, so it is compared to float tolerance. (Under the interpreter
+    the programs run one after another: the atomics add in a fixed order.)"""
+    atomic = 0 if m >= n else 1
+    exact = INTERPRET or torch.are_deterministic_algorithms_enabled()
+    for i, (a, b) in enumerate(zip(got, ref)):
+        if a is None or b is None:
+            assert a is None and b is None, i
+        elif i == atomic and not exact:
+            torch.testing.assert_close(a, b)
+        else:
+            assert torch.equal(a, b), i
 
 
 # --------------------------------------------------------------------------------------------
@@ -362,11 +392,17 @@ def test_lse_backward_matches_reference(case, dtype):
 
 
 def test_lse_backward_none_outputs_are_skipped():
-    """Each output alone equals its value from the full launch (bit for bit where the same
-    program computes it; dscale without dq comes from the dk launch: other rounding)."""
+    """Each output alone (one launch of the two-launch kernel, whatever the mode) equals its
+    value from the deterministic full launch (bit for bit where the same program computes it;
+    dscale without dq comes from the dk launch: other rounding); the single pass's full launch
+    equals it to float tolerance."""
     q, k = inputs(21, 34, 40, torch.float32, False, 5)
     row, col = stats_for(q, k, 3.0, 1, 5)
-    full = run_lse_backward(q, k, 3.0, 1, row, col)
+    with deterministic_algorithms():
+        full = run_lse_backward(q, k, 3.0, 1, row, col)
+    fused = run_lse_backward(q, k, 3.0, 1, row, col)
+    for out, ref in zip(fused, full):
+        torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
     for want in (("dq",), ("dk",), ("dscale",), ("dq", "dscale"), ("dk", "dscale")):
         got = run_lse_backward(q, k, 3.0, 1, row, col, want)
         for name, out, ref in zip(("dq", "dk", "dscale"), got, full):
@@ -403,13 +439,13 @@ def test_lse_backward_positives_that_match_no_pair_change_nothing():
         rp = torch.full((20,), bad[0], dtype=torch.int64, device=DEVICE)
         cp = torch.full((27,), bad[1], dtype=torch.int64, device=DEVICE)
         got = run_lse_backward(q, k, 3.0, None, (*row[:2], rp), (*col[:2], cp))
-        assert all(torch.equal(a, b) for a, b in zip(got, plain)), bad
+        assert_same_backward(got, plain, 20, 27)
     z, _ = inputs(20, 1, 40, torch.float32, True, 13)  # q = k, self-pairs excluded
     row, col = stats_for(z, z, 3.0, 0, 13, row_pos=False, col_pos=False)
     plain = run_lse_backward(z, z, 3.0, 0, row, col)
     self_pos = torch.arange(20, device=DEVICE)
     got = run_lse_backward(z, z, 3.0, 0, (*row[:2], self_pos), (*col[:2], self_pos))
-    assert all(torch.equal(a, b) for a, b in zip(got, plain))
+    assert_same_backward(got, plain, 20, 20)
 
 
 def ce_precision(q, k, scale, row_pos, col_pos):
@@ -574,17 +610,275 @@ def test_sigmoid_backward_float16_under_a_loss_scale():
 
 
 def test_sigmoid_backward_none_outputs_are_skipped():
+    """As for the log-sum-exp backward: each output alone, bit for bit against the
+    deterministic full launch; the single pass to float tolerance."""
     q, k = inputs(19, 23, 20, torch.float32, False, 4)
     grad = torch.tensor(1.25, device=DEVICE)
-    full = [poison(19, 20, dtype=torch.float32), poison(23, 20, dtype=torch.float32)]
-    full += [poison(dtype=torch.float32), poison(dtype=torch.float32)]
-    tk.sigmoid_backward(q, k, 4.0, -2.0, grad, *full)
+
+    def outputs():
+        outs = [poison(19, 20, dtype=torch.float32), poison(23, 20, dtype=torch.float32)]
+        return outs + [poison(dtype=torch.float32), poison(dtype=torch.float32)]
+
+    full, fused = outputs(), outputs()
+    with deterministic_algorithms():
+        tk.sigmoid_backward(q, k, 4.0, -2.0, grad, *full)
+    tk.sigmoid_backward(q, k, 4.0, -2.0, grad, *fused)
+    for out, ref in zip(fused, full):
+        torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
     for keep in range(4):
         outs = [None] * 4
         outs[keep] = torch.full_like(full[keep], NAN)
         tk.sigmoid_backward(q, k, 4.0, -2.0, grad, *outs)
         # dscale / dbias alone come from the dq launch's partials, as in the full launch
         assert torch.equal(outs[keep], full[keep]), keep
+
+
+# --------------------------------------------------------------------------------------------
+# the single-pass backward: both gradients from one recomputation of s
+
+# every loss the backward serves, as pyssl.ops.contrastive calls it: InfoNCE (row terms),
+# NT-Xent (q = k, self-pairs excluded, row terms), CLIP (row and column terms), MoCo (row
+# terms, with and without a gradient into the keys) and SigLIP
+LOSS_KINDS = ["info_nce", "nt_xent", "clip", "moco", "moco_dq", "siglip"]
+
+
+def kind_case(kind: str, d: int, dtype: torch.dtype, n: int = 37, m: int = 53):
+    """(q, k, args) for one loss kind on odd shapes: args are the launcher's keyword arguments
+    past q and k (lse_backward's statistics from fp64 forward formulas, or sigmoid_backward's
+    scalars) and ``want``, the gradients it asks for. NT-Xent: one batch of 2 x 19 views."""
+    if kind == "nt_xent":
+        n = m = 38
+    q, k = inputs(n, m, d, dtype, True, 7)
+    sdt = stats_dtype(dtype)
+    want = ("dq", "dscale") if kind == "moco_dq" else ("dq", "dk", "dscale")
+    if kind == "siglip":
+        return q, k, dict(scale=10.0, bias=-10.0, grad=0.75, want=want + ("dbias",))
+    g = gen(70)
+    off = None
+    if kind == "nt_xent":
+        k = q  # the same tensor, as nt_xent passes it
+        off = 0
+        rp, cp = torch.arange(n).roll(n // 2), None
+    elif kind == "clip":
+        rp, cp = torch.randint(0, m, (n,), generator=g), torch.randint(0, n, (m,), generator=g)
+    elif kind in ("moco", "moco_dq"):
+        rp, cp = torch.arange(n), None  # k = [this batch's keys; the queue]
+    else:
+        rp, cp = torch.randint(0, m, (n,), generator=g), None
+    ref_row, ref_col = lse_formulas(q, k, 10.0, off, torch.float64)
+    cols = cp is not None
+    row = (
+        ref_row.to(sdt).to(DEVICE),
+        torch.full((n,), 1 / (2 * n if cols else n), dtype=sdt, device=DEVICE),
+        rp.to(DEVICE),
+    )
+    col = None
+    if cols:
+        col = (
+            ref_col.to(sdt).to(DEVICE),
+            torch.full((m,), 1 / (2 * m), dtype=sdt, device=DEVICE),
+            cp.to(DEVICE),
+        )
+    return q, k, dict(scale=10.0, off=off, row=row, col=col, want=want)
+
+
+def run_kind(q, k, args):
+    """The backward of kind_case's arguments: (dq, dk, dscale) or (dq, dk, dscale, dbias)."""
+    if "bias" not in args:
+        return run_lse_backward(
+            q, k, args["scale"], args["off"], args["row"], args["col"], args["want"]
+        )
+    n, d = q.shape
+    m, sdt = k.shape[0], stats_dtype(q.dtype)
+    want = args["want"]
+    outs = (
+        poison(n, d, dtype=q.dtype) if "dq" in want else None,
+        poison(m, d, dtype=q.dtype) if "dk" in want else None,
+        poison(dtype=sdt) if "dscale" in want else None,
+        poison(dtype=sdt) if "dbias" in want else None,
+    )
+    grad = torch.tensor(args["grad"], dtype=torch.float32, device=DEVICE)
+    tk.sigmoid_backward(q, k, args["scale"], args["bias"], grad, *outs)
+    return outs
+
+
+def check_kind(q, k, args, outs) -> None:
+    """The outputs against the fp64 formulas, by the module's tolerance rule."""
+    dtype = q.dtype
+    scale = args["scale"]
+    if "bias" in args:
+        bias, grad = args["bias"], args["grad"]
+        ref = sigmoid_formulas(q, k, scale, bias, grad, torch.float64)
+        eager = sigmoid_formulas(q, k, scale, bias, grad, dtype)
+        eager32 = sigmoid_formulas(q, k, scale, bias, grad, torch.float32)
+        mag_dq, mag_dk, mag_ds = grad_mags(q, k, scale, ref[5])
+        mag_db = (ref[5] * (1 + cond_s(q, k, scale))).sum().item()
+        refs = [(ref[1], eager[1], mag_dq), (ref[2], eager[2], mag_dk)]
+        refs += [(ref[3], eager32[3], mag_ds), (ref[4], eager32[4], mag_db)]
+    else:
+        off, row, col = args["off"], args["row"], args["col"]
+        ref_dq, ref_dk, ref_ds, g_mag = lse_grad_formulas(q, k, scale, off, row, col, torch.float64)
+        eager_dq, eager_dk, _, _ = lse_grad_formulas(q, k, scale, off, row, col, dtype)
+        _, _, eager_ds, _ = lse_grad_formulas(q, k, scale, off, row, col, torch.float32)
+        mag_dq, mag_dk, mag_ds = grad_mags(q, k, scale, g_mag)
+        refs = [(ref_dq, eager_dq, mag_dq), (ref_dk, eager_dk, mag_dk), (ref_ds, eager_ds, mag_ds)]
+    for out, (ref, eager, mag) in zip(outs, refs):
+        if out is not None:
+            assert out.dtype == (dtype if out.dim() == 2 else stats_dtype(dtype))
+            check(out, ref, eager, mag)
+
+
+class LaunchSpy:
+    """Records each launch through ``tk.wrap_triton`` (the kernel's name, its grid for the
+    configuration it ran, its constexpr switches) and, under the interpreter only, every tile
+    of s (:func:`_sim_tile` calls) and the FLOPs of every ``tl.dot`` (``2 * m * k * n`` of the
+    padded tiles it multiplies)."""
+
+    def __init__(self, monkeypatch):
+        self.launches: list[tuple[str, tuple[int, ...], dict]] = []
+        self.sim_tiles = 0
+        self.flops = 0
+        real_wrap = tk.wrap_triton
+
+        def wrap(kernel):
+            spy = self
+
+            class Launch:
+                def __getitem__(self, grid):
+                    def run(*args, **kwargs):
+                        out = real_wrap(kernel)[grid](*args, **kwargs)
+                        name = (getattr(kernel, "base_fn", None) or kernel.fn).__name__
+                        config = getattr(kernel, "best_config", None)
+                        meta = {**(config.kwargs if config is not None else {}), **kwargs}
+                        size = grid(meta) if callable(grid) else grid
+                        spy.launches.append((name, tuple(int(x) for x in size), kwargs))
+                        return out
+
+                    return run
+
+            return Launch()
+
+        monkeypatch.setattr(tk, "wrap_triton", wrap)
+        if INTERPRET:  # a Python wrapper inside a kernel: the interpreter alone runs it
+            real_dot, real_sim = tk._dot, tk._sim_tile
+
+            def dot(a, b, acc):
+                self.flops += 2 * int(a.shape[0]) * int(a.shape[1]) * int(b.shape[1])
+                return real_dot(a, b, acc)
+
+            def sim_tile(*args):
+                self.sim_tiles += 1
+                return real_sim(*args)
+
+            monkeypatch.setattr(tk, "_dot", dot)
+            monkeypatch.setattr(tk, "_sim_tile", sim_tile)
+
+    def grad_launches(self) -> list[tuple[str, tuple[int, ...], dict]]:
+        return [x for x in self.launches if x[0] in ("_grad_kernel", "_grad_fused_kernel")]
+
+    def reset(self) -> None:
+        self.launches.clear()
+        self.sim_tiles = self.flops = 0
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("d", [1, 33, 130])
+@pytest.mark.parametrize("kind", LOSS_KINDS)
+def test_single_pass_backward_matches_reference(kind, d, dtype, monkeypatch):
+    """Every loss kind through the default path: with dq and dk, one launch of the single-pass
+    kernel (D = 1: one accumulator; 33 and 130: D walked in 32-wide chunks under the
+    interpreter, 130 also on a GPU); MoCo with dq alone, one launch without atomics."""
+    spy = LaunchSpy(monkeypatch)
+    q, k, args = kind_case(kind, d, dtype)
+    outs = run_kind(q, k, args)
+    check_kind(q, k, args, outs)
+    both = "dk" in args["want"]
+    assert [x[0] for x in spy.grad_launches()] == [
+        "_grad_fused_kernel" if both or d > tk._blocks(d, dtype)[1] else "_grad_kernel"
+    ]
+    assert spy.grad_launches()[0][2].get("WRITE_DB", False) == both
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("d", [1, 130])
+@pytest.mark.parametrize("kind", LOSS_KINDS)
+def test_deterministic_backward_matches_reference(kind, d, dtype, monkeypatch):
+    """Under torch.use_deterministic_algorithms(True): one launch per wanted side, none with
+    atomics, the results bit for bit the same on a second run; the setting is restored."""
+    spy = LaunchSpy(monkeypatch)
+    q, k, args = kind_case(kind, d, dtype)
+    before = torch.are_deterministic_algorithms_enabled()
+    with deterministic_algorithms():
+        first = run_kind(q, k, args)
+        launches = spy.grad_launches()
+        again = run_kind(q, k, args)
+    assert torch.are_deterministic_algorithms_enabled() == before
+    check_kind(q, k, args, first)
+    assert all((a is None and b is None) or torch.equal(a, b) for a, b in zip(first, again))
+    sides = 2 if "dk" in args["want"] else 1
+    assert len(launches) == sides
+    assert not any(kwargs.get("WRITE_DB", False) for _, _, kwargs in launches)
+
+
+# (kind, N, M): N > M takes the single pass over the rows of q
+FLOP_CASES = [(kind, 37, 53) for kind in LOSS_KINDS] + [("clip", 53, 37), ("siglip", 53, 37)]
+
+
+@pytest.mark.parametrize("d", [1, 130])
+@pytest.mark.parametrize("case", FLOP_CASES, ids=lambda c: f"{c[0]}-{c[1]}x{c[2]}")
+def test_backward_recomputes_s_once(case, d, monkeypatch):
+    """Issue 3's bound: at most 8 N M D matmul FLOPs for forward + backward with both
+    gradients, one recomputation of s. The backward is one launch with one program per block of
+    rows of the longer side (a 1-D grid: no program per slice of D); under the interpreter, the
+    tiles of s it forms are counted (one per tile of the N x M matrix: a second recomputation
+    doubles them) and so are the FLOPs of every tl.dot on the padded tiles: forward 2, backward
+    6 (4 with dq alone) units of N' M' D', whatever D. The deterministic path recomputes s once
+    per side: 10 units."""
+    kind, n, m = case
+    dtype = torch.float32
+    spy = LaunchSpy(monkeypatch)
+    q, k, args = kind_case(kind, d, dtype, n, m)
+    n, m = q.shape[0], k.shape[0]
+    bm, bn, _, _ = tk._CONFIGS["interpret"]["bwd_fused"][0] if INTERPRET else (16, 16, 0, 0)
+    both = "dk" in args["want"]
+
+    def forward():
+        if "bias" in args:
+            tk.sigmoid_forward(q, k, args["scale"], args["bias"], poison(dtype=torch.float32))
+        else:
+            want_col = args["col"] is not None
+            run_lse_forward(q, k, args["scale"], args["off"], want_col=want_col)
+
+    forward()
+    fwd_tiles, fwd_flops = spy.sim_tiles, spy.flops
+    spy.reset()
+    run_kind(q, k, args)
+    (name, grid, kwargs), *rest = spy.grad_launches()
+    assert not rest, spy.grad_launches()  # one backward launch
+    if both:
+        assert name == "_grad_fused_kernel" and kwargs["WRITE_DB"]
+        if INTERPRET:
+            assert grid == (triton_cdiv(max(n, m), bm),)
+        else:  # the autotuner's choice of BLOCK_M
+            assert len(grid) == 1
+    if not INTERPRET:
+        return
+    bd, bdo = tk._blocks(d, dtype)
+    assert bd == bdo  # under the interpreter: the padded D of both kinds of tl.dot
+    unit = triton_cdiv(n, bm) * bm * triton_cdiv(m, bn) * bn * triton_cdiv(d, bd) * bd
+    tiles = triton_cdiv(n, bm) * triton_cdiv(m, bn)
+    assert fwd_tiles == tiles and fwd_flops == 2 * unit
+    assert spy.sim_tiles == tiles  # s recomputed once
+    assert fwd_flops + spy.flops == (8 if both else 6) * unit
+    spy.reset()
+    with deterministic_algorithms():
+        run_kind(q, k, args)
+    assert spy.sim_tiles == (2 if both else 1) * tiles
+    assert fwd_flops + spy.flops == (10 if both else 6) * unit
+
+
+def triton_cdiv(a: int, b: int) -> int:
+    return -(-a // b)
 
 
 # --------------------------------------------------------------------------------------------
@@ -651,6 +945,10 @@ def test_results_are_deterministic_and_scale_tensor_equals_float():
     row, col = stats_for(q, k, 7.0, 2, 8)
     first = run_lse_backward(q, k, 7.0, 2, row, col)
     again = run_lse_backward(q, k, scale_t, 2, row, col)
+    assert_same_backward(again, first, 30, 41)  # the single pass: dq from atomics
+    with deterministic_algorithms():
+        first = run_lse_backward(q, k, 7.0, 2, row, col)
+        again = run_lse_backward(q, k, scale_t, 2, row, col)
     assert all(torch.equal(a, b) for a, b in zip(first, again))
     losses = []
     for bias in (-3.0, torch.tensor(-3.0, device=DEVICE)):
@@ -767,8 +1065,11 @@ def test_launchers_reject_bad_input():
 # --------------------------------------------------------------------------------------------
 # the compiled path: the interpreter accepts code that the compiler rejects, and it never runs
 # the configurations that autotuning would, so compile every kernel for an sm_90 target with
-# the largest tiles of the sm_90 sets, in every dtype and constexpr switch (and the two big
-# kernels for sm_80). This needs no GPU: triton's NVIDIA backend ships ptxas.
+# the largest tiles of the sm_90 sets, in every dtype and constexpr switch (and the three big
+# kernels for sm_80: the forward, the two backward kernels). This needs no GPU: triton's
+# NVIDIA backend ships ptxas. The script runs in three parts, each in a subprocess of its own
+# (the helper gives one five minutes; on a loaded machine the single-pass backward in float32,
+# with its FMA dots, takes about a minute and a half per variant).
 
 _COMPILE_SCRIPT = textwrap.dedent(
     """
@@ -800,10 +1101,19 @@ _COMPILE_SCRIPT = textwrap.dedent(
         opts = dict(num_warps=num_warps, num_stages=num_stages)
         assert triton.compile(src, target=GPUTarget("cuda", cap, 32), options=opts).asm["cubin"]
 
+    def fused_ptrs(dt, a):
+        return dict(a_ptr=dt, b_ptr=dt, scale_ptr=a, bias_ptr="fp32", grad_ptr="fp32",
+                    a_lse_ptr=a, a_w_ptr=a, a_pos_ptr="i64", b_lse_ptr=a, b_w_ptr=a,
+                    b_pos_ptr="i64", da_ptr=dt, da_acc_ptr=a, db_acc_ptr=a, part_ptr=a)
+
     fwd = max(C._CONFIGS["sm90"]["fwd"], key=lambda c: c[0] * c[1])
     bwd = max(C._CONFIGS["sm90"]["bwd"], key=lambda c: c[0] * c[1])
-    for dt, tdt in (("bf16", torch.bfloat16), ("fp16", torch.float16),
-                    ("fp32", torch.float32), ("fp64", torch.float64)):
+    fused = max(C._CONFIGS["sm90"]["bwd_fused"], key=lambda c: c[0] * c[1])
+    DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32,
+              "fp64": torch.float64}
+    for dt, tdt in DTYPES.items():
+        if PART != "kernels":
+            break
         acc, a = (tl.float64, "fp64") if dt == "fp64" else (tl.float32, "fp32")
         bd, bdo = C._blocks(1000, tdt)  # the largest chunks
         big = dt in ("bf16", "fp16")  # float32/float64: one config each, they compile slowly
@@ -832,42 +1142,72 @@ _COMPILE_SCRIPT = textwrap.dedent(
         compile_(C._lse_merge_kernel, dict(part_ptr=a, count_ptr="i32", out_ptr=a),
                  dict(BLOCK=128), 4, 1)
         compile_(C._sum_kernel, dict(part_ptr=a, out_ptr=a), dict(BLOCK=1024), 4, 1)
-    # and the Ampere set's largest tiles, for the two big kernels in bf16
+    # the single-pass backward: in each dtype, its accumulator in registers and D walked in
+    # chunks, with and without the atomic side (fused16: the 16-bit dtypes, fused32: the others)
+    for dt in {"fused16": ("bf16", "fp16"), "fused32": ("fp32", "fp64")}.get(PART, ()):
+        acc, a = (tl.float64, "fp64") if dt == "fp64" else (tl.float32, "fp32")
+        bd, bdo = C._blocks(1000, DTYPES[dt])
+        bm, bn, w, s = fused
+        big = PART == "fused16"
+        for flag in ((True, False) if big else (True,)):
+            for sigmoid in (True, False):
+                split = flag != sigmoid
+                compile_(C._grad_fused_kernel, fused_ptrs(dt, a),
+                         dict(SIGMOID=sigmoid, HAS_EXCLUDE=flag, HAS_A=flag, HAS_B=True,
+                              HAS_A_POS=flag and not sigmoid, HAS_B_POS=not sigmoid,
+                              SCALE_PTR=flag, BIAS_PTR=flag, SPLIT_D=split,
+                              WRITE_DB=flag or not split, WRITE_PART=not flag or sigmoid,
+                              ACC=acc, BLOCK_D=bd, BLOCK_DO=bdo, BLOCK_M=bm, BLOCK_N=bn),
+                         w, s, dt != "fp16")
+    # and the Ampere set's largest tiles, for the three big kernels in bf16
     bd, bdo = C._blocks(1000, torch.bfloat16)
     bm, bn, w, s = max(C._CONFIGS["sm80"]["fwd"], key=lambda c: c[0] * c[1])
-    compile_(C._lse_fwd_kernel,
-             dict(a_ptr="bf16", b_ptr="bf16", scale_ptr="fp32", row_lse_ptr="fp32",
-                  col_part_ptr="fp32", count_ptr="i32"),
-             dict(HAS_EXCLUDE=True, SCALE_PTR=True, WITH_COLS=True, ACC=tl.float32, BLOCK_D=bd,
-                  BLOCK_M=bm, BLOCK_N=bn), w, s, cap=80)
+    if PART == "kernels":
+        compile_(C._lse_fwd_kernel,
+                 dict(a_ptr="bf16", b_ptr="bf16", scale_ptr="fp32", row_lse_ptr="fp32",
+                      col_part_ptr="fp32", count_ptr="i32"),
+                 dict(HAS_EXCLUDE=True, SCALE_PTR=True, WITH_COLS=True, ACC=tl.float32,
+                      BLOCK_D=bd, BLOCK_M=bm, BLOCK_N=bn), w, s, cap=80)
     bm, bn, w, s = max(C._CONFIGS["sm80"]["bwd"], key=lambda c: c[0] * c[1])
-    compile_(C._grad_kernel,
-             dict(a_ptr="bf16", b_ptr="bf16", scale_ptr="fp32", bias_ptr="fp32",
-                  grad_ptr="fp32", a_lse_ptr="fp32", a_w_ptr="fp32", a_pos_ptr="i64",
-                  b_lse_ptr="fp32", b_w_ptr="fp32", b_pos_ptr="i64", da_ptr="bf16",
-                  part_ptr="fp32"),
-             dict(SIGMOID=False, HAS_EXCLUDE=True, HAS_A=True, HAS_B=True, HAS_A_POS=True,
-                  HAS_B_POS=True, SCALE_PTR=True, BIAS_PTR=False, WRITE_D=True,
-                  WRITE_PART=True, ACC=tl.float32, BLOCK_D=bd, BLOCK_DO=bdo, BLOCK_M=bm,
-                  BLOCK_N=bn), w, s, cap=80)
+    if PART == "kernels":
+        compile_(C._grad_kernel,
+                 dict(a_ptr="bf16", b_ptr="bf16", scale_ptr="fp32", bias_ptr="fp32",
+                      grad_ptr="fp32", a_lse_ptr="fp32", a_w_ptr="fp32", a_pos_ptr="i64",
+                      b_lse_ptr="fp32", b_w_ptr="fp32", b_pos_ptr="i64", da_ptr="bf16",
+                      part_ptr="fp32"),
+                 dict(SIGMOID=False, HAS_EXCLUDE=True, HAS_A=True, HAS_B=True, HAS_A_POS=True,
+                      HAS_B_POS=True, SCALE_PTR=True, BIAS_PTR=False, WRITE_D=True,
+                      WRITE_PART=True, ACC=tl.float32, BLOCK_D=bd, BLOCK_DO=bdo, BLOCK_M=bm,
+                      BLOCK_N=bn), w, s, cap=80)
+    bm, bn, w, s = max(C._CONFIGS["sm80"]["bwd_fused"], key=lambda c: c[0] * c[1])
+    for split, write_db in ((False, True), (True, True), (True, False)):
+        if PART != "fused16":
+            break
+        compile_(C._grad_fused_kernel, fused_ptrs("bf16", "fp32"),
+                 dict(SIGMOID=False, HAS_EXCLUDE=True, HAS_A=True, HAS_B=True, HAS_A_POS=True,
+                      HAS_B_POS=True, SCALE_PTR=True, BIAS_PTR=False, SPLIT_D=split,
+                      WRITE_DB=write_db, WRITE_PART=True, ACC=tl.float32, BLOCK_D=bd,
+                      BLOCK_DO=bdo, BLOCK_M=bm, BLOCK_N=bn), w, s, cap=80)
     print("compiled")
     """
 )
 
 
-def test_kernels_compile_for_sm90_and_sm80():
-    compile_triton_kernels(_COMPILE_SCRIPT)
+@pytest.mark.parametrize("part", ["kernels", "fused16", "fused32"])
+def test_kernels_compile_for_sm90_and_sm80(part):
+    compile_triton_kernels(f"PART = {part!r}\n" + _COMPILE_SCRIPT)
 
 
 def test_autotune_configs_are_valid():
     """Every configuration keeps the invariants the launchers rely on: tiles of at least 16
     (tl.dot's minimum) in powers of two, and one config under the interpreter."""
-    assert len(tk._CONFIGS["interpret"]["fwd"]) == len(tk._CONFIGS["interpret"]["bwd"]) == 1
+    assert all(len(rows) == 1 for rows in tk._CONFIGS["interpret"].values())
     for arch, phases in tk._CONFIGS.items():
+        assert set(phases) == {"fwd", "bwd", "bwd_fused"}, arch
         for phase, rows in phases.items():
             for bm, bn, warps, stages in rows:
                 for b in (bm, bn):
                     assert b >= 16 and b & (b - 1) == 0, (arch, phase, bm, bn)
                 assert warps in (1, 2, 4, 8) and stages >= 1
-    for table in (tk._LSE_FWD, tk._SIGMOID_FWD, tk._GRAD):
+    for table in (tk._LSE_FWD, tk._SIGMOID_FWD, tk._GRAD, tk._GRAD_FUSED):
         assert set(table) == set(tk._CONFIGS)

@@ -36,22 +36,36 @@ Memory. Besides the outputs: the forward with both row and column statistics run
 folding the column log-sum-exps of its rows into its own row of a ``[P, M]`` buffer of the
 statistics dtype (on an H100, ``528 * M * 4`` bytes: O(M) whatever N is), merged in a fixed
 order by a second small kernel; the backward keeps one ``[N]`` (or ``[M]``) partial per row
-for ``dscale`` and ``dbias``. Nothing is ``N x M``.
+for ``dscale`` and ``dbias``; the single-pass backward (below) keeps a ``[rows, D]`` buffer of
+the statistics dtype for the gradient it accumulates with atomics, and, when D is wider than
+one accumulator, another for its own side's partial sums. Nothing is ``N x M``.
 
 FLOPs. The forward is one ``2*N*M*D`` pass, whichever statistics are asked for (the
-column-only case runs the row kernel on ``(k, q)``). The backward runs one kernel for ``dq``
-(programs over row blocks, loop over column blocks) and one for ``dk`` (the same kernel on
-``(k, q)``), each recomputing the tiles: ``4*N*M*D`` for the gradients plus ``2*N*M*D`` per
-kernel for ``s``. The gradient accumulator is ``[BLOCK_M, BLOCK_DO]``, with ``BLOCK_DO`` at most
-128 (64 for float64): for larger D the output columns are split over programs and each one
-recomputes its tiles of ``s``, so ``s`` costs ``ceil(D / 128)`` times more in the backward.
+column-only case runs the row kernel on ``(k, q)``). When both ``dq`` and ``dk`` are wanted,
+the backward is one pass, FlashAttention-2 style (:func:`_grad_fused_kernel`): one program
+per block of rows of the longer side (the columns, k, on a tie), looping over the blocks of
+the other side; per tile it recomputes ``s`` once (``2*N*M*D``), forms G, accumulates its own
+side's gradient in float32 (float64) registers, and adds ``G.T @ rows`` to the other side's
+gradient with ``tl.atomic_add`` into a buffer of the statistics dtype that is rounded to the
+inputs' dtype at the end (``2*N*M*D`` each): forward + backward ``8*N*M*D``. For D wider than
+one accumulator (128 columns, 64 for float64) the program walks D in chunks while it holds
+the tile of G, keeping its own side's partial sums in a float32 buffer of rows only it
+touches, so ``s`` is still recomputed once, at any D. With one of ``dq``/``dk`` (MoCo: no
+gradient into the queue) or only the scalars, one launch per wanted side, without atomics
+(:func:`_grad_kernel`; for wider D the same single-pass kernel without its atomic side), also
+one recomputation: forward + backward ``6*N*M*D``. The deterministic path (below) is that
+launch once per side: ``s`` is recomputed twice, forward + backward ``10*N*M*D``.
 
-Determinism. No atomics: every output element is owned by one program and every reduction
-runs in a fixed order, so for a given kernel configuration the results are bitwise
-reproducible. On the GPU the configuration comes from ``triton.autotune`` (keyed on N, M, D,
-the dtypes and the constexpr switches, cached per process): the tile shape fixes the
-summation order, so two processes that pick different configurations may differ in the last
-bits.
+Determinism. Every output element but the single-pass backward's atomically accumulated
+gradient is owned by one program and every reduction runs in a fixed order, so for a given
+kernel configuration the results are bitwise reproducible. The atomic adds of the single-pass
+backward land in an order that depends on scheduling, so that gradient (dq, or dk when
+N > M) may differ in its last bits between runs; under
+``torch.use_deterministic_algorithms(True)`` the launchers take the two-launch path instead,
+which has no atomics (FlashAttention does the same). On the GPU the configuration comes from
+``triton.autotune`` (keyed on N, M, D, the dtypes and the constexpr switches, cached per
+process): the tile shape fixes the summation order, so two processes that pick different
+configurations may differ in the last bits.
 
 Numerics. Excluded pairs, padding, and fully excluded rows are handled with ``-inf`` and
 guarded maxima: a row with no admissible column gets ``-inf``, never NaN. All exponentials are
@@ -100,10 +114,14 @@ _FLOAT_DTYPES = (torch.float32, torch.bfloat16, torch.float16, torch.float64)
 # The forward is bound by the tile matmul and, for D <= 128 in 16-bit dtypes, by the
 # exponentials (two per element when row and column statistics are both wanted). The backward
 # also holds a [BLOCK_M, BLOCK_DO <= 128] float32 accumulator and converts G to a dot operand,
-# so it wants 8 warps and narrower column blocks. These are the tiles that compile without
-# register spills for bf16 at D = 128 (ptxas of triton 3.9, checked for sm_80 and sm_90: the
-# forward with both statistics at 96-200 registers, the backward at 118-254); no timing on a GPU
-# has ranked them yet, which is what the autotuner is for. Every block is >= 16, the
+# so it wants 8 warps and narrower column blocks; the single-pass backward ("bwd_fused") holds
+# that accumulator and, per D chunk, a [BLOCK_N, BLOCK_DO] float32 tile of the other side's
+# gradient for its atomic add, which leaves fewer tiles. These are the tiles that compile
+# without register spills for bf16 at D = 128 (ptxas of triton 3.9, checked for sm_80 and
+# sm_90: the forward with both statistics at 96-200 registers, the backward at 118-254, the
+# single-pass backward at 176-254; on sm_80 its 64 x 64 and 128 x 32 tiles spill, on sm_90 its
+# 128 x 64 tile does); no timing on a GPU has ranked them yet, which is what the autotuner is
+# for. Every block is >= 16, the
 # smallest tl.dot. A configuration that does not fit (shared memory for float32/float64 tiles)
 # is dropped by the autotuner (OutOfResources).
 
@@ -112,14 +130,16 @@ _CONFIGS = {
     "sm80": {
         "fwd": [(64, 64, 4, 3), (64, 64, 8, 3), (128, 64, 8, 3), (64, 128, 8, 3), (128, 32, 8, 2)],
         "bwd": [(64, 64, 8, 3), (64, 32, 8, 3), (64, 32, 4, 2), (128, 32, 8, 2)],
+        "bwd_fused": [(64, 32, 8, 2), (64, 32, 8, 3)],
     },
     # H100 (sm_90 and later): 228 KB shared memory, deeper pipelines, wgmma on 4-warp groups
     "sm90": {
         "fwd": [(64, 64, 8, 3), (128, 64, 8, 3), (128, 64, 8, 4), (64, 128, 8, 4), (128, 32, 8, 4)],
         "bwd": [(64, 64, 8, 3), (64, 32, 8, 4), (128, 32, 8, 3), (64, 128, 8, 3)],
+        "bwd_fused": [(64, 64, 8, 2), (64, 64, 8, 3), (128, 32, 8, 2), (64, 32, 8, 3)],
     },
     # the interpreter: one small tile, so that the test shapes take several tiles per loop
-    "interpret": {"fwd": [(16, 16, 1, 1)], "bwd": [(16, 16, 1, 1)]},
+    "interpret": {"fwd": [(16, 16, 1, 1)], "bwd": [(16, 16, 1, 1)], "bwd_fused": [(16, 16, 1, 1)]},
 }
 
 
@@ -231,6 +251,63 @@ def _sigmoid(x):
     """sigmoid(x) with no overflow: exp of a non-positive argument only."""
     e = tl.exp(-tl.abs(x))
     return tl.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+
+
+@triton.jit
+def _g_tile(
+    raw, scale, bias, rows, cols, NA, NB, off, a_lse, a_w, a_pos, b_lse_ptr, b_w_ptr, b_pos_ptr,
+    SIGMOID: tl.constexpr, HAS_EXCLUDE: tl.constexpr, HAS_A: tl.constexpr, HAS_B: tl.constexpr,
+    HAS_A_POS: tl.constexpr, HAS_B_POS: tl.constexpr, ACC: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+):  # fmt: skip
+    """The [BLOCK_M, BLOCK_N] tile of pair weights G = dL/ds (ACC) from the raw products
+    ``raw = a_rows . b_cols`` (see :func:`_grad_kernel` for the formulas); 0 off the admissible
+    set. a_lse, a_w, a_pos: the rows' statistics, loaded by the caller (read only with HAS_A,
+    HAS_A_POS); the columns' are loaded here from their pointers (HAS_B, HAS_B_POS). For the
+    sigmoid loss G is H, without its factor grad."""
+    s = raw * scale
+    if SIGMOID:
+        ok = _admissible(rows, cols, NA, NB, 0, False)
+        diag = cols[None, :] == rows[:, None]
+        z = s + bias
+        sg = _sigmoid(tl.where(diag, -z, z))  # sigmoid(-y z)
+        G = tl.where(diag, -sg, sg)  # H; times g by the caller
+    else:
+        ok = _admissible(rows, cols, NA, NB, off, HAS_EXCLUDE)
+        col_ok = cols < NB
+        G = tl.zeros([BLOCK_M, BLOCK_N], dtype=ACC)
+        if HAS_A:
+            p = tl.exp(s - a_lse[:, None])
+            if HAS_A_POS:
+                p = tl.where(cols[None, :] == a_pos[:, None], p - 1.0, p)
+            G += a_w[:, None] * p
+        if HAS_B:
+            b_lse = tl.load(b_lse_ptr + cols, mask=col_ok, other=0).to(ACC)
+            b_w = tl.load(b_w_ptr + cols, mask=col_ok, other=0).to(ACC)
+            p = tl.exp(s - b_lse[None, :])
+            if HAS_B_POS:
+                b_pos = _pos_index(b_pos_ptr, cols, col_ok, NA)
+                p = tl.where(rows[:, None] == b_pos[None, :], p - 1.0, p)
+            G += b_w[None, :] * p
+    return tl.where(ok, G, 0.0)  # a select: an overflowed exp off the admissible set is dropped
+
+
+@triton.jit
+def _row_stats(
+    a_lse_ptr, a_w_ptr, a_pos_ptr, rows, row_ok, NB, HAS_A: tl.constexpr,
+    HAS_A_POS: tl.constexpr, ACC: tl.constexpr, BLOCK_M: tl.constexpr,
+):  # fmt: skip
+    """(a_lse, a_w, a_pos) of a block of rows for :func:`_g_tile`: loaded with HAS_A
+    (HAS_A_POS), placeholders (never read) otherwise."""
+    a_lse = tl.zeros([BLOCK_M], dtype=ACC)
+    a_w = a_lse
+    a_pos = rows
+    if HAS_A:
+        a_lse = tl.load(a_lse_ptr + rows, mask=row_ok, other=0).to(ACC)
+        a_w = tl.load(a_w_ptr + rows, mask=row_ok, other=0).to(ACC)
+        if HAS_A_POS:
+            a_pos = _pos_index(a_pos_ptr, rows, row_ok, NB)
+    return a_lse, a_w, a_pos
 
 
 # --------------------------------------------------------------------------------------------
@@ -359,21 +436,23 @@ def _grad_kernel(
     part[i] = sum_j G_ij (a_i . b_j), part[NA + i] = sum_j G_ij (sigmoid) (WRITE_PART; written
     by the programs with pid_d == 0). G is symmetric under a <-> b, so the same kernel on
     (b, a) with the roles of the statistics swapped and -off gives db. Program
-    (row block, BLOCK_DO slice of D): the tiles of s are recomputed per slice."""
+    (row block, BLOCK_DO slice of D): the tiles of s would be recomputed per slice, so the
+    launcher runs it with D <= BLOCK_DO only (one slice; wider D goes to
+    :func:`_grad_fused_kernel`). No atomics: one launch per side is the deterministic backward,
+    and the backward when only one side's gradient (or only the partials) is wanted."""
     row0 = tl.program_id(0) * BLOCK_M
     pid_d = tl.program_id(1)
     r = tl.arange(0, BLOCK_M)
     rows = row0 + r
     row_ok = rows < NA
     scale = _load_scalar(scale_ptr, scale_val, SCALE_PTR, ACC)
+    bias = scale  # a placeholder: the sigmoid loss alone reads a bias
     if SIGMOID:
         bias = _load_scalar(bias_ptr, bias_val, BIAS_PTR, ACC)
         g = tl.load(grad_ptr).to(ACC)
-    if HAS_A:
-        a_lse = tl.load(a_lse_ptr + rows, mask=row_ok, other=0).to(ACC)
-        a_w = tl.load(a_w_ptr + rows, mask=row_ok, other=0).to(ACC)
-        if HAS_A_POS:
-            a_pos = _pos_index(a_pos_ptr, rows, row_ok, NB)
+    a_lse, a_w, a_pos = _row_stats(
+        a_lse_ptr, a_w_ptr, a_pos_ptr, rows, row_ok, NB, HAS_A, HAS_A_POS, ACC, BLOCK_M
+    )
     dout = pid_d * BLOCK_DO + tl.arange(0, BLOCK_DO)
     dout_ok = dout < D
     acc = tl.zeros([BLOCK_M, BLOCK_DO], dtype=ACC)
@@ -386,30 +465,11 @@ def _grad_kernel(
         cols = col0 + c
         col_ok = cols < NB
         raw = _sim_tile(a_blk, b_blk, NA - row0, NB - col0, D, ACC, BLOCK_M, BLOCK_N, BLOCK_D)
-        s = raw * scale
-        if SIGMOID:
-            ok = _admissible(rows, cols, NA, NB, 0, False)
-            diag = cols[None, :] == rows[:, None]
-            z = s + bias
-            sg = _sigmoid(tl.where(diag, -z, z))  # sigmoid(-y z)
-            G = tl.where(diag, -sg, sg)  # H; times g below
-        else:
-            ok = _admissible(rows, cols, NA, NB, off, HAS_EXCLUDE)
-            G = tl.zeros([BLOCK_M, BLOCK_N], dtype=ACC)
-            if HAS_A:
-                p = tl.exp(s - a_lse[:, None])
-                if HAS_A_POS:
-                    p = tl.where(cols[None, :] == a_pos[:, None], p - 1.0, p)
-                G += a_w[:, None] * p
-            if HAS_B:
-                b_lse = tl.load(b_lse_ptr + cols, mask=col_ok, other=0).to(ACC)
-                b_w = tl.load(b_w_ptr + cols, mask=col_ok, other=0).to(ACC)
-                p = tl.exp(s - b_lse[None, :])
-                if HAS_B_POS:
-                    b_pos = _pos_index(b_pos_ptr, cols, col_ok, NA)
-                    p = tl.where(rows[:, None] == b_pos[None, :], p - 1.0, p)
-                G += b_w[None, :] * p
-        G = tl.where(ok, G, 0.0)  # a select: an overflowed exp off the admissible set is dropped
+        G = _g_tile(
+            raw, scale, bias, rows, cols, NA, NB, off, a_lse, a_w, a_pos, b_lse_ptr, b_w_ptr,
+            b_pos_ptr, SIGMOID, HAS_EXCLUDE, HAS_A, HAS_B, HAS_A_POS, HAS_B_POS, ACC, BLOCK_M,
+            BLOCK_N,
+        )  # fmt: skip
         if WRITE_D:
             b = tl.load(
                 b_blk + (c[:, None] * D + dout[None, :]),
@@ -438,6 +498,118 @@ def _grad_kernel(
 
 
 @triton.jit
+def _grad_fused_kernel(
+    a_ptr, b_ptr, NA, NB, D, scale_ptr, scale_val, bias_ptr, bias_val, grad_ptr, off,
+    a_lse_ptr, a_w_ptr, a_pos_ptr, b_lse_ptr, b_w_ptr, b_pos_ptr, da_ptr, da_acc_ptr,
+    db_acc_ptr, part_ptr,
+    SIGMOID: tl.constexpr, HAS_EXCLUDE: tl.constexpr, HAS_A: tl.constexpr, HAS_B: tl.constexpr,
+    HAS_A_POS: tl.constexpr, HAS_B_POS: tl.constexpr,
+    SCALE_PTR: tl.constexpr, BIAS_PTR: tl.constexpr, SPLIT_D: tl.constexpr,
+    WRITE_DB: tl.constexpr, WRITE_PART: tl.constexpr, ACC: tl.constexpr, BLOCK_D: tl.constexpr,
+    BLOCK_DO: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+):  # fmt: skip
+    """Both gradients in one pass (FlashAttention-2's backward): the pair weights G of
+    :func:`_grad_kernel` (same switches, same formulas: :func:`_g_tile`), each tile of s
+    recomputed once. Program: one block of BLOCK_M rows of ``a``, looping over the blocks of
+    ``b``; per tile, with G held in registers, D walked in BLOCK_DO chunks:
+
+    * da[rows] += G @ b[cols]: its own rows, in a [BLOCK_M, BLOCK_DO] ACC accumulator when
+      D <= BLOCK_DO (SPLIT_D False; stored as ``scale * acc`` in da's dtype at the end), else
+      added into its own rows of the ACC buffer da_acc [NA, D], which no other program touches
+      (load, add, store; a barrier per tile orders them), scaled and rounded into da at the end;
+    * with WRITE_DB, db_acc[cols] += scale * G.T @ a[rows]: ``tl.atomic_add`` into the ACC
+      buffer db_acc [NB, D] (zeroed by the launcher, which rounds it into db afterwards), so
+      db's sums land in a scheduling-dependent order. Without it (one side's gradient, D
+      wider than BLOCK_DO: SPLIT_D) the kernel has no atomics, and is what replaces
+      :func:`_grad_kernel`'s recomputation of s per slice of D.
+
+    The sigmoid loss's grad multiplies the tile sums, never G (as in :func:`_grad_kernel`).
+    part[i] (and part[NA + i] for the sigmoid loss) are the per-row partials of
+    :func:`_grad_kernel`, for the rows of ``a`` (WRITE_PART)."""
+    row0 = tl.program_id(0) * BLOCK_M
+    r = tl.arange(0, BLOCK_M)
+    rows = row0 + r
+    row_ok = rows < NA
+    scale = _load_scalar(scale_ptr, scale_val, SCALE_PTR, ACC)
+    bias = scale  # a placeholder: the sigmoid loss alone reads a bias
+    g_scale = scale  # the factor of the gradient sums: scale, times grad for the sigmoid loss
+    if SIGMOID:
+        bias = _load_scalar(bias_ptr, bias_val, BIAS_PTR, ACC)
+        g = tl.load(grad_ptr).to(ACC)
+        g_scale = scale * g
+    a_lse, a_w, a_pos = _row_stats(
+        a_lse_ptr, a_w_ptr, a_pos_ptr, rows, row_ok, NB, HAS_A, HAS_A_POS, ACC, BLOCK_M
+    )
+    c = tl.arange(0, BLOCK_N)
+    dd = tl.arange(0, BLOCK_DO)
+    acc = tl.zeros([BLOCK_M, BLOCK_DO], dtype=ACC)
+    dot_part = tl.zeros([BLOCK_M], dtype=ACC)
+    sum_part = tl.zeros([BLOCK_M], dtype=ACC)
+    a_blk = a_ptr + row0.to(tl.int64) * D
+    da_acc_blk = da_acc_ptr + row0.to(tl.int64) * D
+    b_blk = b_ptr
+    db_acc_blk = db_acc_ptr
+    for col0 in range(0, NB, BLOCK_N):
+        cols = col0 + c
+        col_ok = cols < NB
+        raw = _sim_tile(a_blk, b_blk, NA - row0, NB - col0, D, ACC, BLOCK_M, BLOCK_N, BLOCK_D)
+        G = _g_tile(
+            raw, scale, bias, rows, cols, NA, NB, off, a_lse, a_w, a_pos, b_lse_ptr, b_w_ptr,
+            b_pos_ptr, SIGMOID, HAS_EXCLUDE, HAS_A, HAS_B, HAS_A_POS, HAS_B_POS, ACC, BLOCK_M,
+            BLOCK_N,
+        )  # fmt: skip
+        if WRITE_PART:
+            dot_part += tl.sum(G * raw, axis=1)
+            if SIGMOID:
+                sum_part += tl.sum(G, axis=1)
+        Gd = G.to(a_ptr.dtype.element_ty)
+        if WRITE_DB:
+            Gt = tl.trans(Gd)
+        if SPLIT_D:
+            # the previous tile's stores to this program's rows of da_acc must be visible to
+            # every thread of the program before they are read back
+            tl.debug_barrier()
+        for d0 in range(0, D, BLOCK_DO):  # one chunk unless SPLIT_D
+            d_ok = dd < D - d0
+            b_mask = col_ok[:, None] & d_ok[None, :]
+            a_mask = row_ok[:, None] & d_ok[None, :]
+            b_offs = c[:, None] * D + (d0 + dd)[None, :]
+            a_offs = r[:, None] * D + (d0 + dd)[None, :]
+            b = tl.load(b_blk + b_offs, mask=b_mask, other=0)
+            if SPLIT_D:
+                part = tl.load(da_acc_blk + a_offs, mask=a_mask, other=0)
+                tl.store(da_acc_blk + a_offs, _dot(Gd, b, part), mask=a_mask)
+            else:
+                acc = _dot(Gd, b, acc)
+            if WRITE_DB:
+                a = tl.load(a_blk + a_offs, mask=a_mask, other=0)
+                db = _dot(Gt, a, tl.zeros([BLOCK_N, BLOCK_DO], dtype=ACC))
+                tl.atomic_add(db_acc_blk + b_offs, db * g_scale, mask=b_mask, sem="relaxed")
+        b_blk += BLOCK_N * D
+        db_acc_blk += BLOCK_N * D
+    if SPLIT_D:
+        tl.debug_barrier()
+        for d0 in range(0, D, BLOCK_DO):
+            d_ok = dd < D - d0
+            a_mask = row_ok[:, None] & d_ok[None, :]
+            a_offs = r[:, None] * D + (d0 + dd)[None, :]
+            part = tl.load(da_acc_blk + a_offs, mask=a_mask, other=0)
+            da = (part * g_scale).to(da_ptr.dtype.element_ty)
+            tl.store(da_ptr + row0.to(tl.int64) * D + a_offs, da, mask=a_mask)
+    else:
+        d_ok = dd < D
+        da = (acc * g_scale).to(da_ptr.dtype.element_ty)
+        da_ptrs = da_ptr + row0.to(tl.int64) * D + (r[:, None] * D + dd[None, :])
+        tl.store(da_ptrs, da, mask=row_ok[:, None] & d_ok[None, :])
+    if WRITE_PART:
+        if SIGMOID:
+            dot_part = dot_part * g
+            sum_part = sum_part * g
+            tl.store(part_ptr + NA + rows, sum_part, mask=row_ok)
+        tl.store(part_ptr + rows, dot_part, mask=row_ok)
+
+
+@triton.jit
 def _sum_kernel(part_ptr, L, out_ptr, BLOCK: tl.constexpr):
     """out = sum of part[0:L], one program, fixed order."""
     acc = tl.zeros([BLOCK], dtype=part_ptr.dtype.element_ty)
@@ -447,10 +619,16 @@ def _sum_kernel(part_ptr, L, out_ptr, BLOCK: tl.constexpr):
     tl.store(out_ptr, tl.sum(acc, axis=0).to(out_ptr.dtype.element_ty))
 
 
-def _tuned(kernel, phase: str, key: list[str]) -> dict[str, triton.runtime.Autotuner]:
-    """One autotuned launcher per configuration set (sm80, sm90, interpret) of one kernel."""
+def _tuned(
+    kernel, phase: str, key: list[str], reset_to_zero: list[str] | None = None
+) -> dict[str, triton.runtime.Autotuner]:
+    """One autotuned launcher per configuration set (sm80, sm90, interpret) of one kernel;
+    ``reset_to_zero``: the buffers it accumulates into, zeroed before each timed trial (and
+    after the last), so that autotuning does not add into them."""
     return {
-        arch: triton.autotune(configs=_triton_configs(cfg[phase]), key=key)(kernel)
+        arch: triton.autotune(
+            configs=_triton_configs(cfg[phase]), key=key, reset_to_zero=reset_to_zero
+        )(kernel)
         for arch, cfg in _CONFIGS.items()
     }
 
@@ -473,6 +651,25 @@ _GRAD = _tuned(
         "WRITE_D",
         "WRITE_PART",
     ],  # fmt: skip
+)
+_GRAD_FUSED = _tuned(
+    _grad_fused_kernel,
+    "bwd_fused",
+    [
+        "NA",
+        "NB",
+        "D",
+        "SIGMOID",
+        "HAS_EXCLUDE",
+        "HAS_A",
+        "HAS_B",
+        "HAS_A_POS",
+        "HAS_B_POS",
+        "SPLIT_D",
+        "WRITE_DB",
+        "WRITE_PART",
+    ],  # fmt: skip
+    reset_to_zero=["da_acc_ptr", "db_acc_ptr"],
 )
 
 
@@ -733,6 +930,16 @@ def lse_backward(
     out of bounds. Writes, each skipped when None: dq [N, D] = ``scale * G @ k`` and
     dk [M, D] = ``scale * G.T @ q`` in q's dtype, dscale (0-dim, statistics dtype) =
     ``sum_ij G_ij (q_i . k_j)``.
+
+    Launches and determinism. With both dq and dk, the tiles of ``s`` are recomputed once: one
+    kernel over the row blocks of the longer side (k on a tie) adds the other side's gradient
+    (dq when M >= N) with ``tl.atomic_add`` into a float32 (float64) ``[rows, D]`` buffer,
+    rounded to q's dtype at the end, so that gradient's last bits may vary from run to run;
+    forward + backward is ``8*N*M*D`` FLOPs. When
+    ``torch.are_deterministic_algorithms_enabled()`` is True (as under
+    ``torch.use_deterministic_algorithms(True)``), two kernels without atomics compute dq and
+    dk instead, each recomputing ``s`` (``10*N*M*D``): bitwise reproducible, as FlashAttention
+    does it. With one of dq/dk, one kernel without atomics (``6*N*M*D``).
     """
     n, m, d = _check_inputs(q, k)
     sdt = _stats_dtype(q.dtype)
@@ -807,6 +1014,10 @@ def sigmoid_backward(
     ``G_ij = grad * (-y_ij) * sigmoid(-y_ij (s_ij + bias))``; writes, each skipped when None,
     dq [N, D] = ``scale * G @ k``, dk [M, D] = ``scale * G.T @ q`` (q's dtype),
     dscale = ``sum_ij G_ij (q_i . k_j)`` and dbias = ``sum_ij G_ij`` (0-dim, statistics dtype).
+
+    Launches and determinism as in :func:`lse_backward`: with dq and dk, one pass whose
+    atomically accumulated gradient (dq when M >= N) may vary in its last bits, unless
+    ``torch.are_deterministic_algorithms_enabled()``, which takes two kernels without atomics.
     """
     n, m, d = _check_inputs(q, k)
     _check(
@@ -824,10 +1035,20 @@ def sigmoid_backward(
 def _run_grad(
     q, k, n, m, d, scale, bias, grad, off, has_ex, row_stats, col_stats, dq, dk, dscale, dbias
 ) -> None:  # type: ignore[no-untyped-def]
-    """The two launches of :func:`_grad_kernel` (dq on (q, k), dk on (k, q)) and the fixed-order
-    sums of the dscale/dbias partials. row_stats/col_stats are (lse, w, pos) triples; the dk
-    launch swaps them, positives included: on (k, q) col_pos_j names a column of q for row j
-    of k, which is what the kernel's a_pos means."""
+    """The backward's launches, then the fixed-order sums of the dscale/dbias partials.
+
+    * dq and dk both wanted, and deterministic algorithms not asked for: one launch of
+      :func:`_grad_fused_kernel` (one recomputation of s), its programs over the row blocks of
+      the longer side (k on a tie), the other side's gradient accumulated with atomics;
+    * otherwise one launch per wanted side, dq on (q, k) and dk on (k, q), no atomics (the
+      deterministic path; with one side, also the one-recomputation path):
+      :func:`_grad_kernel` when D fits one accumulator (or only the partials are wanted),
+      else :func:`_grad_fused_kernel` without its atomic side, which walks D while it holds
+      each tile of G instead of recomputing s per slice of D.
+
+    row_stats/col_stats are (lse, w, pos) triples; a launch on (k, q) swaps them, positives
+    included: on (k, q) col_pos_j names a column of q for row j of k, which is what the
+    kernels' a_pos means."""
     sdt = _stats_dtype(q.dtype)
     dev = q.device
     sigmoid = grad is not None
@@ -847,34 +1068,74 @@ def _run_grad(
     arch = _arch(dev)
     block_d, block_do = _blocks(d, q.dtype)
     want_part = dscale is not None or dbias is not None
-    # the partials come from the dq launch, or from the dk launch when dq is not wanted
-    part_from_q = dq is not None or dk is None
+    fused = (
+        dq is not None
+        and dk is not None
+        and n > 0
+        and m > 0
+        and not torch.are_deterministic_algorithms_enabled()
+    )
+    # the partials come from the rows the (first) launch owns: q's, unless the single pass owns
+    # k's, or only dk is wanted
+    part_from_q = (n > m) if fused else (dq is not None or dk is None)
     part_len = n if part_from_q else m
     part = torch.empty((2 if sigmoid else 1, part_len), dtype=sdt, device=dev)
     spare = outs[0]  # for unused pointer arguments (never read): no input looks written to
+    or_spare = lambda t: spare if t is None else t  # noqa: E731
 
-    def launch(a, b, na, nb, o, a_stats, b_stats, da, write_part):
+    def args(a, b, na, nb, o, a_stats, b_stats):  # the leading arguments of both kernels
+        a_lse, a_w, a_pos = a_stats
+        b_lse, b_w, b_pos = b_stats
+        flags = dict(
+            SIGMOID=sigmoid, HAS_EXCLUDE=has_ex, HAS_A=a_lse is not None,
+            HAS_B=b_lse is not None, HAS_A_POS=a_pos is not None, HAS_B_POS=b_pos is not None,
+            SCALE_PTR=scale_t is not None, BIAS_PTR=bias_t is not None, ACC=_acc(q.dtype),
+            BLOCK_D=block_d, BLOCK_DO=block_do,
+        )  # fmt: skip
+        return (
+            a, b, na, nb, d, or_spare(scale_t), scale_v, or_spare(bias_t), bias_v,
+            or_spare(grad), o, or_spare(a_lse), or_spare(a_w), or_spare(a_pos), or_spare(b_lse),
+            or_spare(b_w), or_spare(b_pos),
+        ), flags  # fmt: skip
+
+    def single_pass(a, b, na, nb, o, a_stats, b_stats, da, db, write_part):
+        """da (and db, with atomics, when given) from one recomputation of s."""
+        split = d > block_do
+        db_acc = torch.zeros((nb, d), dtype=sdt, device=dev) if db is not None else None
+        da_acc = torch.zeros((na, d), dtype=sdt, device=dev) if split else None
+        # an unused buffer argument (never read) gets the other one: the autotuner zeroes both
+        da_acc = db_acc if da_acc is None else da_acc
+        db_acc = da_acc if db_acc is None else db_acc
+        lead, flags = args(a, b, na, nb, o, a_stats, b_stats)
+        grid = lambda meta: (triton.cdiv(na, meta["BLOCK_M"]),)  # noqa: E731
+        wrap_triton(_GRAD_FUSED[arch])[grid](
+            *lead, da, da_acc, db_acc, part, SPLIT_D=split, WRITE_DB=db is not None,
+            WRITE_PART=write_part, **flags,
+        )  # fmt: skip
+        if db is not None:
+            db.copy_(db_acc)  # rounded to the inputs' dtype once every program has added to it
+
+    def one_side(a, b, na, nb, o, a_stats, b_stats, da, write_part):
         write_d = da is not None
         if na == 0 or not (write_d or write_part):
             return
-        slices = triton.cdiv(d, block_do) if write_d else 1
-        grid = lambda meta: (triton.cdiv(na, meta["BLOCK_M"]), slices)  # noqa: E731
-        a_lse, a_w, a_pos = a_stats
-        b_lse, b_w, b_pos = b_stats
-        or_spare = lambda t: spare if t is None else t  # noqa: E731
+        if write_d and d > block_do:
+            single_pass(a, b, na, nb, o, a_stats, b_stats, da, None, write_part)
+            return
+        grid = lambda meta: (triton.cdiv(na, meta["BLOCK_M"]), 1)  # noqa: E731  # D <= BLOCK_DO
+        lead, flags = args(a, b, na, nb, o, a_stats, b_stats)
         wrap_triton(_GRAD[arch])[grid](
-            a, b, na, nb, d, or_spare(scale_t), scale_v, or_spare(bias_t), bias_v,
-            or_spare(grad), o, or_spare(a_lse), or_spare(a_w), or_spare(a_pos), or_spare(b_lse),
-            or_spare(b_w), or_spare(b_pos), or_spare(da), part,
-            SIGMOID=sigmoid, HAS_EXCLUDE=has_ex, HAS_A=a_lse is not None,
-            HAS_B=b_lse is not None, HAS_A_POS=a_pos is not None, HAS_B_POS=b_pos is not None,
-            SCALE_PTR=scale_t is not None, BIAS_PTR=bias_t is not None,
-            WRITE_D=write_d, WRITE_PART=write_part, ACC=_acc(q.dtype), BLOCK_D=block_d,
-            BLOCK_DO=block_do,
-        )  # fmt: skip
+            *lead, or_spare(da), part, WRITE_D=write_d, WRITE_PART=write_part, **flags
+        )
 
-    launch(q, k, n, m, off, row_stats, col_stats, dq, want_part and part_from_q)
-    launch(k, q, m, n, -off, col_stats, row_stats, dk, want_part and not part_from_q)
+    if fused:
+        if part_from_q:
+            single_pass(q, k, n, m, off, row_stats, col_stats, dq, dk, want_part)
+        else:
+            single_pass(k, q, m, n, -off, col_stats, row_stats, dk, dq, want_part)
+    else:
+        one_side(q, k, n, m, off, row_stats, col_stats, dq, want_part and part_from_q)
+        one_side(k, q, m, n, -off, col_stats, row_stats, dk, want_part and not part_from_q)
     if dscale is not None:
         _launch_sum(part[0], part_len, dscale)
     if dbias is not None:
