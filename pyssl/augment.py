@@ -252,7 +252,9 @@ def _crop_boxes(
     sizes: Tensor, scale: tuple[float, float], ratio: tuple[float, float], g: torch.Generator | None
 ) -> Tensor:
     """RandomResizedCrop.get_params for every image at once (10 attempts each, then the
-    centre-crop fallback)."""
+    centre-crop fallback). One deliberate difference: the fallback box is at least one pixel
+    on each side (torchvision's rounds to an empty box on a one-pixel-wide image when
+    ``min(ratio) >= 2``, or a one-pixel-high one when ``max(ratio) <= 0.5``)."""
     b = sizes.shape[0]
     height, width = sizes[:, 0:1].double(), sizes[:, 1:2].double()
     area = height * width
@@ -276,6 +278,7 @@ def _crop_boxes(
     fh = torch.where(in_ratio < ratio[0], torch.round(ww / ratio[0]), hh)
     fw = torch.where(in_ratio < ratio[0], ww, fw)
     fh = torch.where(in_ratio > ratio[1], hh, fh)
+    fw, fh = fw.clamp(min=1), fh.clamp(min=1)
     ftop, fleft = (
         torch.div(hh - fh, 2, rounding_mode="floor"),
         torch.div(ww - fw, 2, rounding_mode="floor"),

@@ -180,7 +180,8 @@ def beit_masks(
         raise ValueError(f"min_aspect: expected a positive number, got {min_aspect!r}")
     max_a = 1.0 / min_aspect if max_aspect is None else max_aspect
     if not isinstance(max_a, (int, float)) or max_a < min_aspect:
-        raise ValueError(f"max_aspect: expected a number >= min_aspect, got {max_aspect!r}")
+        got = f"{max_aspect!r}" if max_aspect is not None else f"None (1 / min_aspect = {max_a:g})"
+        raise ValueError(f"max_aspect: expected a number >= min_aspect, got {got}")
     out = np.zeros((_pos_int(batch, "batch", 0), h, w), dtype=np.bool_)
     _beit_batch(out, _rng(rng), n, lo, hi, math.log(min_aspect), math.log(max_a), bool(exact))
     return out

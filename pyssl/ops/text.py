@@ -191,6 +191,10 @@ def mask_tokens(
     check_backend_arg(backend)
     ids = _check_ids(input_ids, "input_ids")
     v = _check_int(vocab_size, "vocab_size", 1, 2**32)
+    if ids.dtype == torch.int32 and v > 2**31:
+        raise ValueError(
+            f"vocab_size: int32 input_ids hold ids below 2**31, got vocab_size={v} (pass int64 ids)"
+        )
     m = _check_int(mask_token_id, "mask_token_id", 0, v)
     p = _check_prob(mlm_probability, "mlm_probability")
     mr, rr = _check_replace(mask_replace_prob, random_replace_prob)

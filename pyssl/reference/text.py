@@ -118,7 +118,10 @@ def mask_tokens_counter(
     u_class = (draw_bits(seed, 1, pos) >> 8).to(torch.float32) * scale
     mr = torch.tensor(mask_replace_prob, dtype=torch.float32)
     rr = torch.tensor(random_replace_prob, dtype=torch.float32)
-    random_ids = (draw_bits(seed, 2, pos) * vocab_size) >> 32
+    # floor(bits * vocab_size / 2**32), as the kernel's uint64 product, in two int64 halves
+    # (the whole product overflows int64 once vocab_size > 2**31)
+    bits = draw_bits(seed, 2, pos)
+    random_ids = (bits * (vocab_size >> 16) + ((bits * (vocab_size & 0xFFFF)) >> 16)) >> 16
     out = torch.where(
         u_class < mr, mask_token_id, torch.where(u_class < mr + rr, random_ids, input_ids)
     )

@@ -700,12 +700,6 @@ def test_invalid_augment_arguments_raise(case, data):
     _raises(lambda: ops_augment.augment_view(img, p, **kw), case)
 
 
-@pytest.mark.xfail(
-    reason="found by test_recipe_sample_and_apply_match_reference: torchvision's fallback crop "
-    "h = round(w / min(ratio)) is 0 on a 1-pixel-wide image when min(ratio) >= 2 (w = 0 on a "
-    "1-pixel-high one when max(ratio) <= 0.5); augment_view then rejects the box",
-    strict=False,
-)
 def test_fallback_crop_of_a_one_pixel_image():
     aug = A.Augment([A.ViewConfig(size=4, scale=(0.0, 0.0), ratio=(2.0, 3.0))])
     img = torch.zeros(1, 1, 1, 3, dtype=torch.uint8)
@@ -796,12 +790,6 @@ def test_mask_tokens_invariants_and_counter_reference(data):
     assert torch.equal(ref[0], masked) and torch.equal(ref[1], labels)
 
 
-@pytest.mark.xfail(
-    reason="found by the mask_tokens property test: int32 input_ids with vocab_size > 2**31 "
-    "return random replacement ids that wrapped to negative values in int32 (the op could "
-    "refuse the combination)",
-    strict=False,
-)
 def test_mask_tokens_int32_ids_with_a_huge_vocabulary():
     ids = torch.randint(0, 2**31 - 1, (4, 64), dtype=torch.int32)
     try:
@@ -819,12 +807,6 @@ def test_mask_tokens_int32_ids_with_a_huge_vocabulary():
     assert bool((masked >= 0).all())
 
 
-@pytest.mark.xfail(
-    reason="found by the mask_tokens property test: pyssl.reference.text.mask_tokens_counter "
-    "draws its random ids as (bits * vocab_size) >> 32 in int64, which overflows for "
-    "vocab_size > 2**31 (the kernel multiplies in uint64): negative ids",
-    strict=False,
-)
 def test_mask_tokens_reference_huge_vocabulary():
     ids = torch.zeros(4, 64, dtype=torch.int64)
     kw = dict(vocab_size=2**32 - 1, mask_token_id=0, mlm_probability=1.0, mask_replace_prob=0.0)
