@@ -672,13 +672,17 @@ def _bench(a: argparse.Namespace) -> int:
 
     import pyssl
 
-    root = os.path.dirname(os.path.dirname(os.path.abspath(pyssl.__file__)))
-    bench = os.path.join(root, "bench")
-    if not os.path.isfile(os.path.join(bench, "report.py")):
+    # an editable install finds its checkout beside the package; a regular install (the wheel
+    # does not ship bench/) uses the checkout it is run from
+    here = os.path.dirname(os.path.dirname(os.path.abspath(pyssl.__file__)))
+    roots = [r for r in (here, os.getcwd()) if os.path.isfile(os.path.join(r, "bench/report.py"))]
+    if not roots:
         raise UsageError(
             "pyssl bench: the benchmarks live in the source checkout's bench/ folder, "
             "which an installed wheel does not ship; run it from a clone of the repository"
         )
+    root = roots[0]
+    bench = os.path.join(root, "bench")
     families = BENCH_FAMILIES if a.family == "all" else (a.family,)
     for fam in families:
         rc = subprocess.call([sys.executable, os.path.join(bench, f"bench_{fam}.py")], cwd=root)

@@ -165,6 +165,7 @@ def test_bench_without_the_benchmark_folder_says_so(capsys, monkeypatch, tmp_pat
     fake = tmp_path / "site" / "pyssl" / "__init__.py"
     fake.parent.mkdir(parents=True)
     monkeypatch.setattr(pyssl, "__file__", str(fake))
+    monkeypatch.chdir(tmp_path)
     one_line_error(capsys, "bench", match="does not ship")
 
 
@@ -256,9 +257,13 @@ def test_lars_takes_its_own_default_learning_rate(capsys, folder, tmp_path):
 # ------------------------------------------------------------------------------ bench
 
 
-def test_bench_runs_every_family_then_the_report(capsys, monkeypatch):
+def test_bench_runs_every_family_then_the_report(capsys, monkeypatch, tmp_path):
     import subprocess
 
+    # a regular install (package outside the checkout) run from the checkout
+    monkeypatch.setattr(pyssl, "__file__", str(tmp_path / "site" / "pyssl" / "__init__.py"))
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    monkeypatch.chdir(root)
     calls: list[str] = []
     monkeypatch.setattr(subprocess, "call", lambda cmd, cwd=None: calls.append(cmd[-1]) or 0)
     rc, out, _ = run(capsys, "bench")
@@ -266,7 +271,6 @@ def test_bench_runs_every_family_then_the_report(capsys, monkeypatch):
     names = [os.path.basename(c) for c in calls]
     assert names == ["bench_masking.py", "bench_contrastive.py", "bench_augment.py",
                      "bench_text.py", "report.py"]  # fmt: skip
-    root = os.path.dirname(os.path.dirname(os.path.abspath(pyssl.__file__)))
     assert all(os.path.isfile(c) for c in calls)
     assert all(os.path.dirname(c) == os.path.join(root, "bench") for c in calls)
     for family in ("augment", "text"):
@@ -278,6 +282,7 @@ def test_bench_runs_every_family_then_the_report(capsys, monkeypatch):
 def test_a_failing_benchmark_stops_the_run(capsys, monkeypatch):
     import subprocess
 
+    monkeypatch.chdir(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     calls: list[str] = []
     monkeypatch.setattr(subprocess, "call", lambda cmd, cwd=None: calls.append(cmd[-1]) or 3)
     assert run(capsys, "bench")[0] == 3 and len(calls) == 1
