@@ -266,8 +266,9 @@ def _parser() -> _Parser:
         choices=("auto", "fp32", "bf16"),
         default="auto",
         help="bf16: forward and loss under bfloat16 autocast (weights and optimiser stay "
-        "float32); fp32: no autocast; auto: bf16 on a CUDA GPU with bf16 support, fp32 on "
-        "the CPU, where bf16 autocast is slower on most processors (default: %(default)s)",
+        "float32); fp32: no autocast; auto: bf16 on a CUDA GPU with bf16 support and on a "
+        "CPU with bf16 instructions (AVX512-BF16 or AMX), fp32 elsewhere, where bf16 is "
+        "emulated and slower (default: %(default)s)",
     )
     t.add_argument(
         "--image-size",

@@ -20,7 +20,7 @@ import pyssl
 from pyssl import cli
 from pyssl.cli import METHOD_NAMES, main
 from pyssl.methods import METHODS
-from pyssl.train import checkpoint
+from pyssl.train import checkpoint, resolve_precision
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -216,7 +216,10 @@ def test_optimizer_lr_and_precision_help_name_their_defaults(capsys):
     text = " ".join(capsys.readouterr().out.split())
     assert "lars: SGD with momentum" in text and "L2 penalty" in text
     assert "0.3 x batch-size/256 for lars" in text and "2e-3 for adamw" in text
-    assert "auto: bf16 on a CUDA GPU" in text and "fp32 on the CPU" in text
+    assert "auto: bf16 on a CUDA GPU" in text and "CPU with bf16 instructions" in text
+
+
+AUTO = resolve_precision("auto", "cpu")  # what --precision auto gives here: bf16 where native
 
 
 # ------------------------------------------------------------------------------ every method
@@ -232,26 +235,26 @@ def test_every_method_pretrains_from_the_command_line(capsys, folder, tmp_path, 
     rc, out, err = run(capsys, "pretrain", "--method", method, *data, "--steps", "2",
                        "--batch-size", "4", "--out", str(tmp_path), "--no-progress")  # fmt: skip
     assert rc == 0, err
-    assert f"{method}: 2 steps" in out and "(lr 0.002, fp32)" in out
+    assert f"{method}: 2 steps" in out and f"(lr 0.002, {AUTO})" in out
     result = json.loads((tmp_path / "run.json").read_text())
     assert result["method"] == method and np.isfinite(result["summary"]["final_loss"])
     ck = checkpoint.load(str(tmp_path / "checkpoint.pt"), require=checkpoint.RESUME_KEYS)
     assert ck["method"] == method and ck["step"] == 2
-    assert ck["config"]["precision"] == "fp32" and ck["config"]["lr"] == 2e-3
+    assert ck["config"]["precision"] == AUTO and ck["config"]["lr"] == 2e-3
 
 
 def test_lars_takes_its_own_default_learning_rate(capsys, folder, tmp_path):
     lars = ("--optimizer", "lars")
     rc, out, _ = run(capsys, *tiny(folder, tmp_path / "a", *lars, "--batch-size", "8"))
-    assert rc == 0 and f"(lr {0.3 * 8 / 256:g}, fp32)" in out
+    assert rc == 0 and f"(lr {0.3 * 8 / 256:g}, {AUTO})" in out
     ck = checkpoint.load(str(tmp_path / "a" / "checkpoint.pt"))
     assert ck["config"]["lr"] == pytest.approx(0.3 * 8 / 256)
     assert ck["config"]["optimizer"] == "lars"
     # the data holds 16 images: a larger batch is capped, and so is the rate scaled from it
     rc, out, _ = run(capsys, *tiny(folder, tmp_path / "b", *lars, "--batch-size", "256"))
-    assert rc == 0 and f"(lr {0.3 * 16 / 256:g}, fp32)" in out
+    assert rc == 0 and f"(lr {0.3 * 16 / 256:g}, {AUTO})" in out
     rc, out, _ = run(capsys, *tiny(folder, tmp_path / "c", *lars, "--lr", "0.5"))
-    assert rc == 0 and "(lr 0.5, fp32)" in out
+    assert rc == 0 and f"(lr 0.5, {AUTO})" in out
 
 
 # ------------------------------------------------------------------------------ bench

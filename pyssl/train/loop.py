@@ -32,15 +32,24 @@ METRICS = "metrics.jsonl"
 PRECISIONS = ("auto", "fp32", "bf16")
 
 
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU multiplies bf16 in hardware (AVX512-BF16 or AMX): there bf16 autocast
+    roughly halves a conv net's step time; elsewhere it is emulated and slower than fp32."""
+    cpu = torch.cpu
+    return bool(cpu._is_avx512_bf16_supported() or cpu._is_amx_tile_supported())
+
+
 def resolve_precision(precision: str, device: str | torch.device) -> str:
     """``"fp32"`` or ``"bf16"`` for ``precision`` on ``device``: ``"auto"`` is bf16 on a CUDA
-    device with bf16 support (Ampere and later), fp32 on anything else (CPU bf16 autocast is
-    slower than fp32 on most CPUs, which lack bf16 arithmetic)."""
+    device with native bf16 (Ampere and later) and on a CPU with bf16 instructions
+    (:func:`cpu_has_native_bf16`), fp32 on anything else, where bf16 would be emulated."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision: expected 'auto', 'fp32' or 'bf16', got {precision!r}")
     if precision != "auto":
         return precision
     device = torch.device(device)
+    if device.type == "cpu":
+        return "bf16" if cpu_has_native_bf16() else "fp32"
     # native bf16 only: pre-Ampere GPUs emulate it, slower than fp32. The current device is the
     # one this process trains on (the CLI sets it to LOCAL_RANK under torchrun).
     if (
@@ -59,8 +68,8 @@ class PretrainConfig:
     writes a checkpoint only at the end; ``clip_grad`` 0 turns clipping off. ``lr`` ``None``
     takes the optimiser's default (:func:`pyssl.train.optim.default_lr`: AdamW 2e-3, LARS
     ``0.3 * batch / 256``). ``precision`` ``"bf16"`` runs forward and loss under bfloat16
-    autocast, ``"fp32"`` does not, ``"auto"`` picks bf16 on a CUDA device that supports it and
-    fp32 elsewhere (bf16 autocast on CPUs without native bf16 arithmetic is slower than fp32).
+    autocast, ``"fp32"`` does not, ``"auto"`` picks bf16 where the device has bf16 arithmetic
+    (:func:`resolve_precision`) and fp32 elsewhere.
     :func:`pretrain` resolves ``lr`` and ``precision`` and records the resolved values in the
     checkpoint."""
 

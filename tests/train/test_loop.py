@@ -20,6 +20,7 @@ from pyssl.train import (
     checkpoint,
     cosine_lr,
     default_lr,
+    loop,
     pretrain,
     resolve_precision,
 )
@@ -271,9 +272,12 @@ def test_lars_default_rate_moves_the_weights_where_adamws_barely_does(tmp_path):
     assert moved["lars-default"] > 10 * moved["adamw-rate"]
 
 
-def test_precision_auto_is_bf16_only_on_gpus_with_native_bf16(monkeypatch):
+def test_precision_auto_is_bf16_only_where_bf16_is_native(monkeypatch):
     assert PretrainConfig().precision == "auto"
-    assert resolve_precision("auto", "cpu") == "fp32"
+    for native in (False, True):
+        monkeypatch.setattr(loop, "cpu_has_native_bf16", lambda native=native: native)
+        assert resolve_precision("auto", "cpu") == ("bf16" if native else "fp32")
+    monkeypatch.setattr(loop, "cpu_has_native_bf16", lambda: False)
     assert resolve_precision("bf16", "cpu") == "bf16" and resolve_precision("fp32", "cpu") == "fp32"
     with pytest.raises(ValueError, match="precision"):
         resolve_precision("fp16", "cpu")
@@ -287,8 +291,11 @@ def test_precision_auto_is_bf16_only_on_gpus_with_native_bf16(monkeypatch):
     assert resolve_precision("auto", "cuda") == "fp32"
 
 
-def test_pretraining_on_cpu_records_fp32_under_auto(tmp_path):
+@pytest.mark.parametrize("native", [False, True])
+def test_pretraining_on_cpu_records_the_precision_auto_resolves_to(tmp_path, monkeypatch, native):
+    monkeypatch.setattr(loop, "cpu_has_native_bf16", lambda: native)
+    want = "bf16" if native else "fp32"
     torch.manual_seed(0)
     s = pretrain(TinySimCLR(), small_digits(), cfg(steps=1), str(tmp_path))
-    assert s["precision"] == "fp32"
-    assert checkpoint.load(str(tmp_path / "checkpoint.pt"))["config"]["precision"] == "fp32"
+    assert s["precision"] == want
+    assert checkpoint.load(str(tmp_path / "checkpoint.pt"))["config"]["precision"] == want
