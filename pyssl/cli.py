@@ -147,7 +147,8 @@ def _parser() -> _Parser:
         type=_positive_float,
         default=None,
         help="passes of SimCLR pretraining over the digits training images "
-        "(default: the tuned value, pyssl.demo.DemoConfig.epochs)",
+        "(default: 320 where training runs in bf16, on CPUs with bf16 instructions; 160 in "
+        "fp32: about 5 minutes on 2 cores either way)",
     )
     d.add_argument(
         "--no-progress", action="store_true", help="hide the progress bar (e.g. in log files)"

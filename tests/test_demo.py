@@ -57,3 +57,13 @@ def test_tiny_demo_writes_report_json_markdown_and_plot(tmp_path):
         assert ck["method"] == "simclr" and ck["config"]["seed"] == seed
         assert (tmp_path / f"seed{seed}" / "metrics.jsonl").stat().st_size > 0
     assert any("report.json, report.md" in line for line in lines)
+
+
+def test_demo_epochs_default_follows_the_precision(monkeypatch):
+    from pyssl.train import loop
+
+    assert DemoConfig(epochs=7).resolved_epochs() == 7
+    for native, epochs in ((True, 320), (False, 160)):
+        monkeypatch.setattr(loop, "cpu_has_native_bf16", lambda native=native: native)
+        assert DemoConfig().resolved_epochs() == epochs
+    assert DemoConfig(precision="fp32").resolved_epochs() == 160
