@@ -98,5 +98,9 @@ def worker(rank: int, init: str, out: str) -> None:
         torch.save(result, f"{out}.{rank}")
         all_grad = distributed.all_gather(torch.ones(2, 1))
         assert all_grad.shape == (2 * WORLD, 1)
+        # every process past its last collective before any tears gloo down (a rank that
+        # destroyed the group while its peer still had the last exchange in flight once
+        # aborted with "terminate called without an active exception")
+        dist.barrier()
     finally:
         dist.destroy_process_group()

@@ -73,6 +73,10 @@ def ddp_worker(rank: int, init: str, out: str) -> None:
         method = ddp_method()
         pretrain(method, small_digits(64), ddp_config(), os.path.join(out, "run"))
         torch.save(method.state_dict(), os.path.join(out, f"weights.{rank}"))
+        # every process past its last collective before any tears gloo down (a rank that
+        # destroyed the group while its peer still had the last exchange in flight once
+        # aborted with "terminate called without an active exception")
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
