@@ -141,6 +141,7 @@ class DemoConfig:
     l2: float = 1e-3
     precision: str = "auto"
     channels_last: bool = True
+    fractions: tuple[float, ...] = (0.01, 0.05, 0.1, 0.2, 1.0)
 
     def resolved_epochs(self) -> float:
         """``epochs``, or the default for the precision this CPU resolves to."""
@@ -149,8 +150,6 @@ class DemoConfig:
         from pyssl.train import resolve_precision
 
         return 320.0 if resolve_precision(self.precision, "cpu") == "bf16" else 160.0
-
-    fractions: tuple[float, ...] = (0.01, 0.05, 0.1, 0.2, 1.0)
 
 
 def digits_encoder(width: int = 32) -> nn.Module:

@@ -35,8 +35,9 @@ PRECISIONS = ("auto", "fp32", "bf16")
 def cpu_has_native_bf16() -> bool:
     """Whether this CPU multiplies bf16 in hardware (AVX512-BF16 or AMX): there bf16 autocast
     roughly halves a conv net's step time; elsewhere it is emulated and slower than fp32."""
-    cpu = torch.cpu
-    return bool(cpu._is_avx512_bf16_supported() or cpu._is_amx_tile_supported())
+    # private probes (torch >= 2.3); an older torch reports no bf16 rather than failing
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in probes)
 
 
 def resolve_precision(precision: str, device: str | torch.device) -> str:
