@@ -8,6 +8,9 @@
 #include "pyssl/common.h"
 #include "pyssl/parallel.h"
 #include "text/text.h"
+#include "colour/colour.h"
+#include "pretext/pretext.h"
+#include "word2vec/word2vec.h"
 
 #ifndef PYSSL_VERSION
 #define PYSSL_VERSION "unknown"
@@ -162,6 +165,24 @@ void bind_text_cpu(M& m) {
           nogil);
 }
 
+// The colour family (sRGB <-> CIELAB): CPU entry points.
+template <typename M>
+void bind_colour_cpu(M& m) {
+  (void)m;  // PYSSL-COLOUR-BINDINGS
+}
+
+// The pretext family (rotations, jigsaw): CPU entry points.
+template <typename M>
+void bind_pretext_cpu(M& m) {
+  (void)m;  // PYSSL-PRETEXT-BINDINGS
+}
+
+// The word2vec family (skip-gram with negative sampling): CPU entry points.
+template <typename M>
+void bind_word2vec_cpu(M& m) {
+  (void)m;  // PYSSL-WORD2VEC-BINDINGS
+}
+
 PYBIND11_MODULE(_C, m) {
   m.doc() = "pyssl's compiled core: CPU (OpenMP) and CUDA kernels over tensor views";
   py::register_exception_translator([](std::exception_ptr p) {
@@ -221,4 +242,7 @@ PYBIND11_MODULE(_C, m) {
   bind_augment(m, "augment_cpu");
   bind_augment(m, "augment_cuda");
   bind_text_cpu(m);
+  bind_colour_cpu(m);
+  bind_pretext_cpu(m);
+  bind_word2vec_cpu(m);
 }

@@ -1,0 +1,3 @@
+// The colour family: declarations shared by its kernels and the bindings.
+#pragma once
+#include "pyssl/common.h"

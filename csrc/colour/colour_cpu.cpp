@@ -1,0 +1,2 @@
+// The colour family's CPU kernels.
+#include "colour/colour.h"

@@ -1,0 +1,2 @@
+// The pretext family's CPU kernels.
+#include "pretext/pretext.h"

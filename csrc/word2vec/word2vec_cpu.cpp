@@ -1,0 +1,2 @@
+// The word2vec family's CPU kernels.
+#include "word2vec/word2vec.h"
