@@ -168,7 +168,14 @@ void bind_text_cpu(M& m) {
 // The colour family (sRGB <-> CIELAB): CPU entry points.
 template <typename M>
 void bind_colour_cpu(M& m) {
-  (void)m;  // PYSSL-COLOUR-BINDINGS
+  // PYSSL-COLOUR-BINDINGS
+  namespace ns = pyssl::colour::cpu;
+  auto sub = m.def_submodule("colour_cpu");
+  const auto nogil = py::call_guard<py::gil_scoped_release>();
+  sub.def("rgb_to_lab", &ns::rgb_to_lab, py::arg("img"), py::arg("out"), py::arg("stream") = 0,
+          nogil);
+  sub.def("lab_to_rgb", &ns::lab_to_rgb, py::arg("lab"), py::arg("clip"), py::arg("out"),
+          py::arg("stream") = 0, nogil);
 }
 
 // The pretext family (rotations, jigsaw): CPU entry points.

@@ -1,2 +1,79 @@
-// The colour family's CPU kernels.
+// CPU kernels of the colour family: OpenMP over fixed chunks of (image, pixel range); each pixel
+// is independent, so results do not depend on the thread count. Per chunk, the three planes are
+// read through the accumulation type, converted with the PYSSL_HD math of colour.h and stored
+// in the input dtype.
+#include <algorithm>
+#include <string>
+#include <type_traits>
+
 #include "colour/colour.h"
+#include "pyssl/parallel.h"
+
+namespace pyssl::colour::cpu {
+namespace {
+
+constexpr int64_t kChunk = 4096;  // pixels per task: 48 KiB of float32 in, 48 KiB out
+
+void check_pair(const View& in, const char* in_name, const View& out) {
+  check_view(in, in_name, 3, true);
+  check_view(out, "out", 3, true);
+  check(in.size(1) == 3,
+        std::string(in_name) + ": expected 3 channels, got " + std::to_string(in.size(1)));
+  check(in.shape == out.shape, std::string("out: shape differs from ") + in_name + "'s");
+  check_same_dtype(in, in_name, out, "out");
+}
+
+template <typename F>
+void for_chunks(const View& in, const View& out, F&& body) {
+  const int64_t n = in.size(0), p = in.size(2);
+  if (n == 0 || p == 0) return;
+  prepare_output(out);
+  const int64_t per_image = (p + kChunk - 1) / kChunk;
+  dispatch_float(in.dtype, [&](auto tag) {
+    using T = decltype(tag);
+    const T* src = in.data<T>();
+    T* dst = out.data<T>();
+    parallel_for(n * per_image, [&](int64_t task) {
+      const int64_t i = task / per_image;
+      const int64_t p0 = (task % per_image) * kChunk;
+      const int64_t p1 = std::min(p, p0 + kChunk);
+      const T* s = src + i * 3 * p;
+      T* d = dst + i * 3 * p;
+      body(s, s + p, s + 2 * p, d, d + p, d + 2 * p, p0, p1);
+    });
+  });
+}
+
+}  // namespace
+
+void rgb_to_lab(const View& img, const View& out, uintptr_t) {
+  check_pair(img, "img", out);
+  for_chunks(
+      img, out,
+      [](const auto* __restrict r, const auto* __restrict g, const auto* __restrict b,
+         auto* __restrict l, auto* __restrict a, auto* __restrict bb, int64_t p0, int64_t p1) {
+        using S = typename Acc<std::remove_cv_t<std::remove_reference_t<decltype(*r)>>>::type;
+        for (int64_t k = p0; k < p1; ++k) {
+          S L, A, B;
+          rgb_to_lab_px<S>(load(r + k), load(g + k), load(b + k), L, A, B);
+          store(l + k, L), store(a + k, A), store(bb + k, B);
+        }
+      });
+}
+
+void lab_to_rgb(const View& lab, bool clip, const View& out, uintptr_t) {
+  check_pair(lab, "lab", out);
+  for_chunks(
+      lab, out,
+      [clip](const auto* __restrict l, const auto* __restrict a, const auto* __restrict bb,
+             auto* __restrict r, auto* __restrict g, auto* __restrict b, int64_t p0, int64_t p1) {
+        using S = typename Acc<std::remove_cv_t<std::remove_reference_t<decltype(*l)>>>::type;
+        for (int64_t k = p0; k < p1; ++k) {
+          S R, G, B;
+          lab_to_rgb_px<S>(load(l + k), load(a + k), load(bb + k), clip, R, G, B);
+          store(r + k, R), store(g + k, G), store(b + k, B);
+        }
+      });
+}
+
+}  // namespace pyssl::colour::cpu
