@@ -31,10 +31,10 @@ except ImportError:  # torch < 2.6
 _FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 BLOCK = 1024
 
-DELTA = 6.0 / 29.0
-DELTA3 = DELTA**3
-LIN_SLOPE = 1.0 / (3.0 * DELTA**2)
-FOUR29 = 4.0 / 29.0
+DELTA = tl.constexpr(6.0 / 29.0)
+DELTA3 = tl.constexpr((6.0 / 29.0) ** 3)
+LIN_SLOPE = tl.constexpr(1.0 / (3.0 * (6.0 / 29.0) ** 2))
+FOUR29 = tl.constexpr(4.0 / 29.0)
 
 
 @triton.jit
@@ -56,15 +56,13 @@ def _linear_to_srgb(x):
 
 @triton.jit
 def _lab_f(t):
-    d3: tl.constexpr = DELTA3
-    hi = _pow(tl.maximum(t, d3), 1.0 / 3.0)
-    return tl.where(t > d3, hi, t * LIN_SLOPE + FOUR29)
+    hi = _pow(tl.maximum(t, DELTA3), 1.0 / 3.0)
+    return tl.where(t > DELTA3, hi, t * LIN_SLOPE + FOUR29)
 
 
 @triton.jit
 def _lab_finv(f):
-    d: tl.constexpr = DELTA
-    return tl.where(f > d, f * f * f, (f - FOUR29) / LIN_SLOPE)
+    return tl.where(f > DELTA, f * f * f, (f - FOUR29) / LIN_SLOPE)
 
 
 @triton.jit
