@@ -181,13 +181,31 @@ void bind_colour_cpu(M& m) {
 // The pretext family (rotations, jigsaw): CPU entry points.
 template <typename M>
 void bind_pretext_cpu(M& m) {
-  (void)m;  // PYSSL-PRETEXT-BINDINGS
+  namespace ns = pyssl::pretext::cpu;
+  auto sub = m.def_submodule("pretext_cpu");
+  const auto nogil = py::call_guard<py::gil_scoped_release>();
+  sub.def("rotations", &ns::rotations, py::arg("imgs"), py::arg("out"), nogil);
+  sub.def("rotations_backward", &ns::rotations_backward, py::arg("grad_out"),
+          py::arg("grad_imgs"), nogil);
 }
 
 // The word2vec family (skip-gram with negative sampling): CPU entry points.
 template <typename M>
 void bind_word2vec_cpu(M& m) {
-  (void)m;  // PYSSL-WORD2VEC-BINDINGS
+  // PYSSL-WORD2VEC-BINDINGS
+  namespace ns = pyssl::word2vec::cpu;
+  auto sub = m.def_submodule("word2vec_cpu");
+  const auto nogil = py::call_guard<py::gil_scoped_release>();
+  sub.def("build_unigram_table", &ns::build_unigram_table, py::arg("counts"), py::arg("power"),
+          py::arg("table"), nogil);
+  sub.def("train_sgns", &ns::train_sgns, py::arg("tokens"), py::arg("offsets"), py::arg("counts"),
+          py::arg("table"), py::arg("syn0"), py::arg("syn1neg"), py::arg("window"),
+          py::arg("negative"), py::arg("sample"), py::arg("alpha"), py::arg("min_alpha"),
+          py::arg("epoch"), py::arg("epochs"), py::arg("sentence_begin"), py::arg("sentence_end"),
+          py::arg("seed"), nogil);
+  sub.def("sample_pairs", &ns::sample_pairs, py::arg("tokens"), py::arg("offsets"),
+          py::arg("counts"), py::arg("table"), py::arg("window"), py::arg("negative"),
+          py::arg("sample"), py::arg("epoch"), py::arg("seed"), py::arg("out"), nogil);
 }
 
 PYBIND11_MODULE(_C, m) {
