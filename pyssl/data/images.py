@@ -1,4 +1,5 @@
-"""Image datasets: scikit-learn's ``digits`` and image folders, held in memory as uint8."""
+"""Image datasets: scikit-learn's ``digits`` and sample photos, and image folders, held in memory
+as uint8."""
 
 from __future__ import annotations
 
@@ -161,11 +162,87 @@ def image_folder(path: str, *, image_size: int = 32) -> ImageData:
     return ImageData(images, y, classes, os.path.basename(os.path.normpath(path)))
 
 
+#: the photos' test region: the rightmost quarter of each (downscaled) photo's columns
+PHOTOS_TEST_FRACTION = 0.25
+
+
+def load_photos(
+    split: str = "train",
+    *,
+    image_size: int = 32,
+    n_train: int = 2048,
+    downscale: int = 2,
+    seed: int = 0,
+) -> ImageData:
+    """Square crops of scikit-learn's two colour sample photos (``load_sample_images()``:
+    ``china.jpg`` and ``flower.jpg``, 427x640 RGB each), as ``uint8 [N, 3, S, S]`` with
+    ``S = image_size``; the label is the photo (0 china, 1 flower).
+
+    Each photo is first shrunk by ``downscale`` (PIL's antialiased bilinear resize; 2 gives
+    213x320) so that a 32-pixel crop holds a recognisable piece of the scene. The split is by
+    region, so no test crop overlaps a train crop: the rightmost ``PHOTOS_TEST_FRACTION`` of
+    each photo's columns are the test region, the rest the train region.
+
+    ``split``: ``"train"``: ``n_train`` crops at seeded random positions in the train regions
+    (half from each photo); ``"test"``: every crop of a grid with stride ``S // 2`` over the
+    test regions (96 crops at the defaults); ``"all"``: both."""
+    if split not in ("train", "test", "all"):
+        raise ValueError(f"split: expected 'train', 'test' or 'all', got {split!r}")
+    if not isinstance(downscale, int) or downscale < 1:
+        raise ValueError(f"downscale: expected a positive int, got {downscale!r}")
+    if not isinstance(n_train, int) or n_train < 2:
+        raise ValueError(f"n_train: expected an int >= 2, got {n_train!r}")
+    try:
+        from sklearn.datasets import load_sample_images
+    except ImportError as exc:  # pragma: no cover - scikit-learn is in the demo and test extras
+        raise RuntimeError(
+            "the photos data needs scikit-learn: pip install 'pyssl-kernels[demo]'"
+        ) from exc
+    from PIL import Image
+
+    photos = []
+    for arr in load_sample_images().images:
+        im = Image.fromarray(arr)
+        w, h = im.size
+        im = im.resize((w // downscale, h // downscale), Image.Resampling.BILINEAR)
+        photos.append(torch.from_numpy(np.asarray(im, dtype=np.uint8).copy()).permute(2, 0, 1))
+    s = image_size
+    h, w = photos[0].shape[1:]
+    cut = int(round(w * (1.0 - PHOTOS_TEST_FRACTION)))
+    if not isinstance(s, int) or s < 4 or s > min(h, w - cut):
+        raise ValueError(
+            f"image_size: expected an int in [4, {min(h, w - cut)}] (the test region is "
+            f"{h}x{w - cut} pixels), got {image_size!r}"
+        )
+    crops: list[Tensor] = []
+    labels: list[int] = []
+    if split in ("train", "all"):
+        rng = np.random.default_rng(seed)
+        for k, ph in enumerate(photos):
+            count = n_train // 2 + (n_train % 2 if k == 0 else 0)
+            ys = rng.integers(0, h - s + 1, count)
+            xs = rng.integers(0, cut - s + 1, count)
+            crops += [ph[:, y : y + s, x : x + s] for y, x in zip(ys, xs, strict=True)]
+            labels += [k] * count
+    if split in ("test", "all"):
+        step = max(1, s // 2)
+        for k, ph in enumerate(photos):
+            for y in range(0, h - s + 1, step):
+                for x in range(cut, w - s + 1, step):
+                    crops.append(ph[:, y : y + s, x : x + s])
+                    labels.append(k)
+    images = torch.stack(crops).contiguous()
+    return ImageData(images, torch.tensor(labels), ["china", "flower"], f"photos-{split}")
+
+
 def load_images(
     data: str, *, split: str = "train", image_size: int = 32, seed: int = 0
 ) -> ImageData:
-    """``"digits"`` (the split ``split`` of :func:`load_digits`) or an image folder path (all
-    its images, whatever ``split``)."""
+    """``"digits"`` (the split ``split`` of :func:`load_digits`), ``"photos"`` (the split
+    ``split`` of :func:`load_photos`: crops of scikit-learn's colour sample photos) or an image
+    folder path (all its images, whatever ``split``)."""
     if data == "digits":
         return load_digits(split, image_size=image_size, seed=seed)
+    if data == "photos":
+        return load_photos(split, image_size=image_size, seed=seed)
     return image_folder(data, image_size=image_size)
