@@ -4,9 +4,10 @@
 // generator, next = next * 25214903917 + 11 (mod 2^64), from splitmix64 of the user's seed and
 // the pair's index. Within a sentence the draws come in word2vec.c's order: one per word for
 // subsampling (when sample > 0), then per kept centre word one for the reduced window, then
-// `negative` per (centre, context) pair. So which words are kept, which windows and which
-// negatives are drawn depend on the seed alone, never on the thread that runs a sentence; with
-// one thread the whole run is deterministic. (With several threads the float updates race, as
+// `negative` per (centre, context) pair, each picking slot ((r >> 32) * T) >> 32 of the unigram
+// table (word2vec.c: (r >> 16) % T, a division per draw). So which words are kept, which windows
+// and which negatives are drawn depend on the seed alone, never on the thread that runs a sentence;
+// with one thread the whole run is deterministic. (With several threads the float updates race, as
 // in word2vec.c's Hogwild training.)
 #pragma once
 

@@ -101,7 +101,7 @@ PYSSL_INLINE int64_t walk_sentence(const Task& t, int64_t s, Scratch& sc, F&& pa
       if (c < 0 || c >= n) continue;
       for (int64_t d = 0; d < K; ++d) {
         r = lcg_next(r);
-        const int32_t tg = t.table[(r >> 16) % T];
+        const int32_t tg = t.table[((r >> 32) * T) >> 32];
         negs[d] = tg == w ? -1 : tg;
       }
       pair(w, kept[c], negs);
@@ -214,7 +214,8 @@ int64_t check_corpus(const View& tokens, const View& offsets, const View& counts
   check_view(table, "table", 1, false);
   check(table.dtype == DType::i32,
         std::string("table: expected int32, got ") + dtype_name(table.dtype));
-  check(table.size(0) >= 1, "table: expected at least one slot");
+  check(table.size(0) >= 1 && table.size(0) <= (int64_t(1) << 32),
+        "table: expected 1 to 2^32 slots, got " + str(table.size(0)));
   check(window >= 1, "window: expected >= 1, got " + str(window));
   check(negative >= 0 && negative <= kMaxNegative,
         "negative: expected 0 <= negative <= " + str(kMaxNegative) + ", got " + str(negative));

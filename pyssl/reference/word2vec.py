@@ -79,7 +79,8 @@ def sentence_pairs(
     sentence: int,
 ) -> tuple[int, list[tuple[int, int, list[int]]]]:
     """The kept-word count and the (centre, context, negatives) pairs of one sentence, in
-    word2vec.c's order; a negative that drew the centre word is -1 (skipped)."""
+    word2vec.c's order; a negative that drew the centre word is -1 (skipped). A slot is
+    picked as ``((r >> 32) * T) >> 32`` (word2vec.c: ``(r >> 16) % T``)."""
     num_sentences = len(offsets) - 1
     r = sentence_state(seed, epoch, num_sentences, sentence)
     kept = []
@@ -101,7 +102,7 @@ def sentence_pairs(
             negs = []
             for _ in range(negative):
                 r = lcg_next(r)
-                t = int(table[(r >> 16) % T])
+                t = int(table[((r >> 32) * T) >> 32])  # word2vec.c: (r >> 16) % T
                 negs.append(-1 if t == w else t)
             pairs.append((w, kept[c], negs))
     return n, pairs
