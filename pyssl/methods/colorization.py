@@ -90,6 +90,10 @@ class Colorization(SSLMethod):
 
     name = "colorization"
     num_views = 1
+    bins: Tensor  # [Q, 2] ab bin centres (classification)
+    class_weights: Tensor  # [Q] rebalancing weights, E_prior[w] = 1
+    prior: Tensor  # [Q] empirical bin distribution of the batches seen
+    prior_seen: Tensor  # batches the prior was estimated on
 
     def __init__(
         self,
@@ -126,7 +130,7 @@ class Colorization(SSLMethod):
         self.rebalance = float(rebalance)
         if loss == "classification":
             self.register_buffer("bins", ab_bins())
-            q = self.bins.shape[0]
+            q = int(self.bins.shape[0])
             self.register_buffer("class_weights", torch.ones(q))
             self.register_buffer("prior", torch.zeros(q))
             self.register_buffer("prior_seen", torch.zeros((), dtype=torch.long))
@@ -219,7 +223,7 @@ class Colorization(SSLMethod):
         k = torch.exp(-d2 / (2 * 5.0**2))
         smooth = (k @ prior) / k.sum(1)
         smooth = smooth / smooth.sum()
-        q = self.bins.shape[0]
+        q = int(self.bins.shape[0])
         w = 1.0 / ((1.0 - self.rebalance) * smooth + self.rebalance / q)
         self.class_weights.copy_(w / (w * smooth).sum())
 
@@ -325,6 +329,61 @@ def colorization_figure(method: Colorization, images: Tensor, path: str, *, n: i
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """``python -m pyssl.methods.colorization --steps 600 --out docs``: pretrains on the photos'
+    train crops, writes ``colorization.png`` (held-out crops) and ``colorization.json`` (the
+    study) into ``--out`` and returns the study."""
+    import argparse
+    import json
+    import os
+    import tempfile
+    import time
+
+    from pyssl.data.images import load_photos
+    from pyssl.models import resnet_digits
+    from pyssl.train.loop import PretrainConfig, pretrain
+
+    ap = argparse.ArgumentParser(description=main.__doc__)
+    ap.add_argument("--steps", type=int, default=600)
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--size", type=int, default=32)
+    ap.add_argument("--width", type=int, default=16)
+    ap.add_argument("--loss", choices=LOSSES, default="l2")
+    ap.add_argument("--lr", type=float, default=3e-3)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", default="docs")
+    a = ap.parse_args(argv)
+    torch.manual_seed(a.seed)
+    train = load_photos("train", image_size=a.size, seed=a.seed)
+    test = load_photos("test", image_size=a.size)
+    method = Colorization(resnet_digits(1, width=a.width), loss=a.loss, hidden=4 * a.width)
+    cfg = PretrainConfig(
+        steps=a.steps, batch_size=a.batch, lr=a.lr, precision="fp32", seed=a.seed, progress=False
+    )
+    t0 = time.perf_counter()
+    pretrain(method, train, cfg, tempfile.mkdtemp(prefix="pyssl-colorization-"))
+    study = colorization_study(method, test.images, train.images)
+    study.update(
+        steps=a.steps, batch=a.batch, size=a.size, width=a.width, lr=a.lr, seed=a.seed,
+        n_train=len(train), train_seconds=round(time.perf_counter() - t0, 1),
+    )  # fmt: skip
+    os.makedirs(a.out, exist_ok=True)
+    suffix = "" if a.loss == "l2" else f"-{a.loss}"
+    # a fixed, spread-out choice of held-out crops: both photos, several regions
+    pick = torch.linspace(0, len(test) - 1, 10).round().long()
+    colorization_figure(
+        method, test.images[pick], os.path.join(a.out, f"colorization{suffix}.png"), n=10
+    )
+    with open(os.path.join(a.out, f"colorization{suffix}.json"), "w") as fh:
+        json.dump(study, fh, indent=2)
+    print(json.dumps(study, indent=2))
+    return study
+
+
+if __name__ == "__main__":
+    main()
 
 
 __all__ = ["Colorization", "FlipViews", "ab_bins", "colorization_figure", "colorization_study"]
