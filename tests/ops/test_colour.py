@@ -290,3 +290,16 @@ def test_triton_backend_through_the_op():
     torch.testing.assert_close(lab, rgb_to_lab(x), rtol=0, atol=1e-4)
     back = lab_to_rgb(lab, backend="triton")
     torch.testing.assert_close(back, x, rtol=0, atol=2e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_nan_propagates(dtype):
+    # the float32 kernel's polynomial powers must not turn a NaN into a finite number
+    x = torch.rand(1, 3, 2, 3, dtype=torch.float64).to(dtype)
+    x[0, 1, 0, 0] = float("nan")
+    lab = rgb_to_lab(x)
+    assert lab[0, :, 0, 0].isnan().all() and not lab[0, :, 1].isnan().any()
+    lab = torch.nan_to_num(lab, nan=50.0)
+    lab[0, 0, 1, 2] = float("nan")
+    rgb = lab_to_rgb(lab)
+    assert rgb[0, :, 1, 2].isnan().all() and rgb[0, :, 0, 0].isfinite().all()
