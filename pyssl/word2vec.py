@@ -27,14 +27,15 @@ Deliberate differences, all named:
 * the generator: word2vec.c's LCG, but re-seeded per (epoch, sentence) from ``seed`` with
   splitmix64, so the random draws never depend on the thread that runs a sentence; one worker
   gives a deterministic run (several race on the floats, as in word2vec.c and gensim);
-* the unigram table has ``table_size`` slots (default ``max(2**18, 16 V)``, at most ``1e8``):
+* the unigram table has ``table_size`` slots (default ``max(2**20, 16 V)``, at most ``1e8``):
   every negative draw reads one random slot, and word2vec.c's ``1e8`` slots (400 MB) make each
-  a cache and TLB miss (measured on pydoc, one thread: 2**16 slots 800k words/s, 2**18 769k,
-  2**20 567k, 2**21 460k, 2**23 366k); 2**18 slots (1 MB) stay in a core's L2 and give each
-  word its share ``count ** 0.75 / sum`` to within ``2**-18``; a slot is picked from the top 32
-  bits of the generator, ``((r >> 32) * T) >> 32``, where word2vec.c takes ``(r >> 16) % T``
-  (a 64-bit division per draw); word2vec.c's redraw of slot value 0 (its ``</s>`` token) is not
-  done (there is no ``</s>``);
+  a cache and TLB miss; the kernel prefetches the slots of a block of draws, and measured on
+  pydoc (one thread, loaded machine) 2**16 to 2**21 slots run at the same speed (~1.0M
+  words/s) while 2**23 drops to 0.81M; 2**20 slots (4 MB) give each word its share
+  ``count ** 0.75 / sum`` to within ``2**-20``. A slot is picked from the top 32 bits of the
+  generator, ``((r >> 32) * T) >> 32``, where word2vec.c takes ``(r >> 16) % T`` (a 64-bit
+  division per draw); word2vec.c's redraw of slot value 0 (its ``</s>`` token) is not done
+  (there is no ``</s>``);
 * the learning rate is set per sentence from the corpus position of its first word (word2vec.c:
   every 10 000 words per thread; gensim: per job of 10 000 words);
 * sentences longer than 10 000 words are split into pieces of 10 000 (gensim truncates them,
@@ -119,9 +120,9 @@ def _view(t: torch.Tensor) -> Any:
 
 
 def default_table_size(vocab_size: int) -> int:
-    """``max(2**18, 16 * vocab_size)`` slots, at most word2vec.c's ``1e8`` (see the module
+    """``max(2**20, 16 * vocab_size)`` slots, at most word2vec.c's ``1e8`` (see the module
     docstring: every negative draw reads one random slot, so the table should stay in cache)."""
-    return int(min(100_000_000, max(2**18, 16 * vocab_size)))
+    return int(min(100_000_000, max(2**20, 16 * vocab_size)))
 
 
 def unigram_table(

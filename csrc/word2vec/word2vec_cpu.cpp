@@ -11,8 +11,11 @@
 // target by target, which differs only when a target repeats within one pair.)
 //
 // Speed: the dot products and the fused update are plain loops under `omp simd`, compiled three
-// times (baseline, AVX2+FMA, AVX-512) and picked at run time; the rows of a pair's targets are
-// prefetched as soon as the negatives are drawn, before the first dot product needs them.
+// times (baseline, AVX2+FMA, AVX-512) and picked at run time. The random draws of kBlock centre
+// words are made ahead of their pairs (they never depend on the vectors): the unigram-table
+// slots are prefetched as they are drawn, and each pair's rows (syn0[context], syn1neg of its
+// targets) kAhead pairs before its turn. Before that pipelining, the table read was the hottest
+// instruction (a cache miss per negative) and a 2^21-slot table ran at 60% of a 2^16-slot one.
 #include <algorithm>
 #include <atomic>
 #include <cmath>
@@ -60,26 +63,37 @@ struct Task {
   double alpha, min_alpha, total;  // total = epochs * N
 };
 
+constexpr int64_t kBlock = 8;  // centre words whose draws are made together
+constexpr int64_t kAhead = 3;  // pairs announced (ready()) before their turn
+
 // Per-thread scratch.
 struct Scratch {
-  std::vector<int32_t> kept, negs, targets;
+  std::vector<int32_t> kept, negs, targets, pair_centre, pair_context;
+  std::vector<uint32_t> slots;
   std::vector<float> neu1e, dots;
-  Scratch(int64_t max_len, int64_t negative, int64_t dim)
+  Scratch(int64_t max_len, int64_t window, int64_t negative, int64_t dim)
       : kept(static_cast<size_t>(std::max<int64_t>(max_len, 1))),
-        negs(static_cast<size_t>(negative + 1)),
+        negs(static_cast<size_t>(kBlock * 2 * window * negative + 1)),
         targets(static_cast<size_t>(negative + 1)),
+        pair_centre(static_cast<size_t>(kBlock * 2 * window)),
+        pair_context(static_cast<size_t>(kBlock * 2 * window)),
+        slots(static_cast<size_t>(kBlock * 2 * window * negative + 1)),
         neu1e(static_cast<size_t>(std::max<int64_t>(dim, 1))),
         dots(static_cast<size_t>(negative + 1)) {}
 };
 
 // The draws of sentence s in word2vec.c's order; pair(centre, context, negs) for every pair
 // (negs[d] = -1 where the draw hit the centre word). Returns the number of kept words.
-template <typename F>
-PYSSL_INLINE int64_t walk_sentence(const Task& t, int64_t s, Scratch& sc, F&& pair) {
+//
+// The draws are made kBlock centre words at a time: first every slot index of the block (the
+// table entries prefetched as they are drawn), then the table reads, then the pairs in order,
+// each announced kAhead pairs early through ready() so that the caller can prefetch its rows.
+// The order of draws and of pairs is exactly word2vec.c's.
+template <typename R, typename F>
+PYSSL_INLINE int64_t walk_sentence(const Task& t, int64_t s, Scratch& sc, R&& ready, F&& pair) {
   uint64_t r = sentence_state(t.seed, t.epoch, t.num_sentences, s);
   const int64_t b0 = t.offsets[s], b1 = t.offsets[s + 1];
   int32_t* kept = sc.kept.data();
-  int32_t* negs = sc.negs.data();
   int64_t n = 0;
   for (int64_t i = b0; i < b1; ++i) {
     const int32_t w = t.tokens[i];
@@ -91,20 +105,39 @@ PYSSL_INLINE int64_t walk_sentence(const Task& t, int64_t s, Scratch& sc, F&& pa
   }
   const int64_t W = t.window, K = t.negative;
   const uint64_t T = static_cast<uint64_t>(t.table_size);
-  for (int64_t p = 0; p < n; ++p) {
-    const int32_t w = kept[p];
-    r = lcg_next(r);
-    const int64_t b = static_cast<int64_t>(r % static_cast<uint64_t>(W));
-    for (int64_t a = b; a < 2 * W + 1 - b; ++a) {
-      if (a == W) continue;
-      const int64_t c = p - W + a;
-      if (c < 0 || c >= n) continue;
-      for (int64_t d = 0; d < K; ++d) {
-        r = lcg_next(r);
-        const int32_t tg = t.table[((r >> 32) * T) >> 32];
-        negs[d] = tg == w ? -1 : tg;
+  int32_t* pw = sc.pair_centre.data();
+  int32_t* pc = sc.pair_context.data();
+  int32_t* negs = sc.negs.data();
+  uint32_t* slots = sc.slots.data();
+  for (int64_t p0 = 0; p0 < n; p0 += kBlock) {
+    int64_t np = 0;
+    for (int64_t p = p0; p < std::min(n, p0 + kBlock); ++p) {
+      r = lcg_next(r);
+      const int64_t b = static_cast<int64_t>(r % static_cast<uint64_t>(W));
+      for (int64_t a = b; a < 2 * W + 1 - b; ++a) {
+        if (a == W) continue;
+        const int64_t c = p - W + a;
+        if (c < 0 || c >= n) continue;
+        uint32_t* sl = slots + np * K;
+        for (int64_t d = 0; d < K; ++d) {
+          r = lcg_next(r);
+          sl[d] = static_cast<uint32_t>(((r >> 32) * T) >> 32);
+          __builtin_prefetch(t.table + sl[d]);
+        }
+        pw[np] = kept[p];
+        pc[np] = kept[c];
+        ++np;
       }
-      pair(w, kept[c], negs);
+    }
+    for (int64_t q = 0; q < np; ++q)
+      for (int64_t d = 0; d < K; ++d) {
+        const int32_t tg = t.table[slots[q * K + d]];
+        negs[q * K + d] = tg == pw[q] ? -1 : tg;
+      }
+    for (int64_t q = 0; q < std::min(np, kAhead); ++q) ready(pw[q], pc[q], negs + q * K);
+    for (int64_t q = 0; q < np; ++q) {
+      if (q + kAhead < np) ready(pw[q + kAhead], pc[q + kAhead], negs + (q + kAhead) * K);
+      pair(pw[q], pc[q], negs + q * K);
     }
   }
   return n;
@@ -123,16 +156,15 @@ PYSSL_INLINE void sgns_pair(const Task& t, float alpha, int32_t w, int32_t ctx, 
   for (int64_t d = 0; d < t.negative; ++d)
     if (negs[d] >= 0) tg[m++] = negs[d];
   for (int64_t j = 0; j < m; ++j) {
-    const float* row = t.syn1 + static_cast<int64_t>(tg[j]) * D;
-    for (int64_t i = 0; i < D; i += 16) __builtin_prefetch(row + i);
-  }
-  for (int64_t j = 0; j < m; ++j) {
     const float* __restrict row = t.syn1 + static_cast<int64_t>(tg[j]) * D;
     float f = 0.0f;
 #pragma omp simd reduction(+ : f)
     for (int64_t i = 0; i < D; ++i) f += l1[i] * row[i];
+    g[j] = f;
+  }
+  for (int64_t j = 0; j < m; ++j) {
     const float label = j == 0 ? 1.0f : 0.0f;
-    g[j] = (label - 1.0f / (1.0f + std::exp(-f))) * alpha;
+    g[j] = (label - 1.0f / (1.0f + std::exp(-g[j]))) * alpha;
   }
   for (int64_t j = 2; j < m; ++j)  // a negative drawn twice: one row, coefficients summed
     for (int64_t k = 1; k < j; ++k)
@@ -162,9 +194,19 @@ PYSSL_INLINE int64_t train_sentence_portable(const Task& t, int64_t s, Scratch& 
   const double pos = static_cast<double>(t.epoch * t.num_words + t.offsets[s]);
   const float alpha =
       static_cast<float>(t.alpha - (t.alpha - t.min_alpha) * (t.total > 0 ? pos / t.total : 0.0));
-  return walk_sentence(t, s, sc, [&](int32_t w, int32_t ctx, const int32_t* negs) {
-    sgns_pair(t, alpha, w, ctx, negs, sc);
-  });
+  const int64_t D = t.dim, K = t.negative;
+  auto prefetch_row = [&](const float* row) {
+    for (int64_t i = 0; i < D; i += 16) __builtin_prefetch(row + i, 1);
+  };
+  return walk_sentence(
+      t, s, sc,
+      [&](int32_t w, int32_t ctx, const int32_t* negs) {
+        prefetch_row(t.syn0 + static_cast<int64_t>(ctx) * D);
+        prefetch_row(t.syn1 + static_cast<int64_t>(w) * D);
+        for (int64_t d = 0; d < K; ++d)
+          if (negs[d] >= 0) prefetch_row(t.syn1 + static_cast<int64_t>(negs[d]) * D);
+      },
+      [&](int32_t w, int32_t ctx, const int32_t* negs) { sgns_pair(t, alpha, w, ctx, negs, sc); });
 }
 
 int64_t train_sentence_base(const Task& t, int64_t s, Scratch& sc) {
@@ -353,7 +395,7 @@ int64_t train_sgns(const View& tokens, const View& offsets, const View& counts, 
   const int nt = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(num_threads(), n)));
 #pragma omp parallel num_threads(nt) reduction(+ : kept_words)
   {
-    Scratch sc(longest, negative, t.dim);
+    Scratch sc(longest, window, negative, t.dim);
 #pragma omp for schedule(dynamic, 8)
     for (int64_t s = sentence_begin; s < sentence_end; ++s) kept_words += kernel(t, s, sc);
   }
@@ -369,21 +411,23 @@ int64_t sample_pairs(const View& tokens, const View& offsets, const View& counts
   check(out.size(1) == 3 + negative, "out: expected " + str(3 + negative) + " columns");
   const std::vector<double> keep = keep_table(counts, sample);
   const Task t = make_task(tokens, offsets, table, keep, window, negative, epoch, seed);
-  Scratch sc(longest, negative, 1);
+  Scratch sc(longest, window, negative, 1);
   int64_t* o = out.data<int64_t>();
   const int64_t cap = out.size(0), cols = 3 + negative;
   int64_t pairs = 0;
   for (int64_t s = 0; s < t.num_sentences; ++s)
-    walk_sentence(t, s, sc, [&](int32_t w, int32_t ctx, const int32_t* negs) {
-      if (pairs < cap) {
-        int64_t* row = o + pairs * cols;
-        row[0] = s;
-        row[1] = w;
-        row[2] = ctx;
-        for (int64_t d = 0; d < negative; ++d) row[3 + d] = negs[d];
-      }
-      ++pairs;
-    });
+    walk_sentence(
+        t, s, sc, [](int32_t, int32_t, const int32_t*) {},
+        [&](int32_t w, int32_t ctx, const int32_t* negs) {
+          if (pairs < cap) {
+            int64_t* row = o + pairs * cols;
+            row[0] = s;
+            row[1] = w;
+            row[2] = ctx;
+            for (int64_t d = 0; d < negative; ++d) row[3 + d] = negs[d];
+          }
+          ++pairs;
+        });
   return pairs;
 }
 
