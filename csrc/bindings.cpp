@@ -181,7 +181,12 @@ void bind_colour_cpu(M& m) {
 // The pretext family (rotations, jigsaw): CPU entry points.
 template <typename M>
 void bind_pretext_cpu(M& m) {
-  (void)m;  // PYSSL-PRETEXT-BINDINGS
+  namespace ns = pyssl::pretext::cpu;
+  auto sub = m.def_submodule("pretext_cpu");
+  const auto nogil = py::call_guard<py::gil_scoped_release>();
+  sub.def("rotations", &ns::rotations, py::arg("imgs"), py::arg("out"), nogil);
+  sub.def("rotations_backward", &ns::rotations_backward, py::arg("grad_out"),
+          py::arg("grad_imgs"), nogil);
 }
 
 // The word2vec family (skip-gram with negative sampling): CPU entry points.

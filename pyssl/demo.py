@@ -143,13 +143,20 @@ class DemoConfig:
     channels_last: bool = True
     fractions: tuple[float, ...] = (0.01, 0.05, 0.1, 0.2, 1.0)
 
-    def resolved_epochs(self) -> float:
-        """``epochs``, or the default for the precision this CPU resolves to."""
+    def resolved_epochs(self, method: str = "simclr") -> float:
+        """``epochs``, or the default for the precision this CPU resolves to and ``method``
+        (RotNet encodes four views per image where SimCLR encodes two: half the epochs)."""
         if self.epochs is not None:
             return self.epochs
         from pyssl.train import resolve_precision
 
-        return 320.0 if resolve_precision(self.precision, "cpu") == "bf16" else 160.0
+        epochs = 320.0 if resolve_precision(self.precision, "cpu") == "bf16" else 160.0
+        return epochs * DEMO_METHODS[method]
+
+
+#: the methods ``pyssl demo`` pretrains, and the share of SimCLR's epochs each gets by default
+#: (the same pretraining time: a RotNet step encodes 4 views of each image, SimCLR 2, Jigsaw 1)
+DEMO_METHODS = {"simclr": 1.0, "rotnet": 0.5, "jigsaw": 1.0}
 
 
 def digits_encoder(width: int = 32) -> nn.Module:
@@ -185,13 +192,17 @@ def digits_augment(cfg: DemoConfig, n_views: int = 2) -> Any:
 def label_efficiency_demo(
     out: str,
     *,
+    method: str = "simclr",
     seeds: int = 1,
     cfg: DemoConfig | None = None,
     progress: bool = True,
     log: Callable[[str], None] = print,
 ) -> list[dict[str, Any]]:
-    """SimCLR on the digits training images (labels unused), then the label-efficiency study,
-    for ``seeds`` seeds (each seed pretrains anew). Writes into ``out``: ``seed<k>/``
+    """``method`` (SimCLR by default; ``"rotnet"`` or ``"jigsaw"``, the classic pretext tasks)
+    on the digits training images (labels unused), then the label-efficiency study, for
+    ``seeds`` seeds (each seed pretrains anew). Every method gets the same encoder, the same
+    crops and jitter (one view per image for RotNet and Jigsaw) and the same study. Writes into
+    ``out``: ``seed<k>/``
     (checkpoint, ``metrics.jsonl``), ``report.json`` (the records), ``report.md`` (the table)
     and ``accuracy.png`` (the plot). Returns the records."""
     from pyssl.data import load_digits
@@ -200,6 +211,8 @@ def label_efficiency_demo(
     from pyssl.train.report import REPORT, add_records, markdown_table, plot
 
     cfg = cfg or DemoConfig()
+    if method not in DEMO_METHODS:
+        raise ValueError(f"method: expected one of {sorted(DEMO_METHODS)}, got {method!r}")
     if seeds < 1:
         raise ValueError(f"seeds: expected >= 1, got {seeds}")
     os.makedirs(out, exist_ok=True)
@@ -209,11 +222,12 @@ def label_efficiency_demo(
     t_start = time.perf_counter()
     for seed in range(seeds):
         torch.manual_seed(seed)
-        method = build("simclr", backbone=digits_encoder(cfg.width), temperature=cfg.temperature)
+        options = {"temperature": cfg.temperature} if method == "simclr" else {}
+        model = build(method, backbone=digits_encoder(cfg.width), **options)  # type: ignore[arg-type]
         if cfg.channels_last:  # oneDNN's convolutions run faster in NHWC, bf16 above all
-            method.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+            model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         pcfg = PretrainConfig(
-            epochs=cfg.resolved_epochs(),
+            epochs=cfg.resolved_epochs(method),
             batch_size=cfg.batch_size,
             lr=cfg.lr,
             seed=seed,
@@ -223,29 +237,25 @@ def label_efficiency_demo(
         )
         t0 = time.perf_counter()
         summary = pretrain(
-            method,
+            model,
             train,
             pcfg,
             os.path.join(out, f"seed{seed}"),
-            augment=digits_augment(cfg),
-            method_args={
-                "backbone": "digits_encoder",
-                "width": cfg.width,
-                "temperature": cfg.temperature,
-            },
+            augment=digits_augment(cfg, model.num_views),
+            method_args={"backbone": "digits_encoder", "width": cfg.width, **options},
         )
         log(
-            f"seed {seed}: SimCLR pretraining, {summary['steps']} steps "
+            f"seed {seed}: {method} pretraining, {summary['steps']} steps "
             f"({pcfg.epochs:g} epochs, {summary['precision']}) in "
             f"{time.perf_counter() - t0:.0f} s, final loss {summary['final_loss']:.3f}"
         )
         t0 = time.perf_counter()
         records += label_efficiency(
-            method.encoder,
+            model.encoder,
             lambda: digits_encoder(cfg.width),
             train,
             test,
-            ssl_name="simclr",
+            ssl_name=method,
             fractions=cfg.fractions,
             seed=seed,
             supervised_augment=digits_augment(cfg, 1),
@@ -263,7 +273,7 @@ def label_efficiency_demo(
     table = markdown_table(records)
     with open(os.path.join(out, "report.md"), "w") as fh:
         fh.write(f"# Label efficiency on digits (test accuracy, %)\n\n{table}\n")
-    plot(records, os.path.join(out, "accuracy.png"), "digits: SimCLR linear probe vs baselines")
+    plot(records, os.path.join(out, "accuracy.png"), f"digits: {method} linear probe vs baselines")
     log("")
     log(table)
     log(

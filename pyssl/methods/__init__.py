@@ -17,12 +17,26 @@ from pyssl.methods.dino import DINO, DINOHead
 from pyssl.methods.mae import MAE
 from pyssl.methods.mlm import MLM
 from pyssl.methods.moco import MoCoV2, MoCoV3
+from pyssl.methods.pretext import Jigsaw, RotNet
 from pyssl.methods.redundancy import BarlowTwins, VICReg
 from pyssl.methods.simclr import SimCLR
 
 METHODS: dict[str, type[SSLMethod]] = {
     cls.name: cls
-    for cls in (SimCLR, MoCoV2, MoCoV3, BYOL, SimSiam, BarlowTwins, VICReg, DINO, MAE, MLM)
+    for cls in (
+        SimCLR,
+        MoCoV2,
+        MoCoV3,
+        BYOL,
+        SimSiam,
+        BarlowTwins,
+        VICReg,
+        DINO,
+        MAE,
+        MLM,
+        RotNet,
+        Jigsaw,
+    )
 }
 #: the options of :class:`~pyssl.models.TextEncoder` that ``build("mlm", ...)`` accepts
 TEXT_ENCODER_OPTIONS = ("vocab_size", "max_len", "dim", "depth", "heads", "pad_token_id")
@@ -99,8 +113,10 @@ __all__ = [
     "TEXT_ENCODER_OPTIONS",
     "BarlowTwins",
     "DINOHead",
+    "Jigsaw",
     "MoCoV2",
     "MoCoV3",
+    "RotNet",
     "SSLMethod",
     "SimCLR",
     "SimSiam",

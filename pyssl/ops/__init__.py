@@ -16,6 +16,7 @@ from pyssl.ops.masking import (
     restore_masked,
     unpatchify,
 )
+from pyssl.ops.pretext import jigsaw_permutations, jigsaw_shuffle, rotations
 from pyssl.ops.text import (
     causal_lm_loss,
     mask_tokens,
@@ -41,6 +42,9 @@ __all__ = [
     "random_masking",
     "restore_masked",
     "unpatchify",
+    "jigsaw_permutations",
+    "jigsaw_shuffle",
+    "rotations",
     "causal_lm_loss",
     "mask_tokens",
     "mask_tokens_numpy",

@@ -89,12 +89,20 @@ _CONTRASTIVE_OPS = ("info_nce", "nt_xent", "clip_loss", "siglip_loss", "moco_los
 _TEXT_OPS = ("mask_tokens", "lm_loss", "masked_lm_loss", "causal_lm_loss")
 
 
+_COLOUR_OPS = ("rgb_to_lab", "lab_to_rgb")
+_PRETEXT_OPS = ("rotations", "jigsaw_shuffle")
+
+
 def family_of(op: str) -> str:
     """The op family (a row of files) an op name belongs to."""
     if op.startswith("augment"):
         return "augment"
     if op in _TEXT_OPS:
         return "text"
+    if op in _COLOUR_OPS:
+        return "colour"
+    if op in _PRETEXT_OPS:
+        return "pretext"
     return "contrastive" if op.startswith("contrastive") or op in _CONTRASTIVE_OPS else "masking"
 
 
