@@ -34,11 +34,12 @@ import ceilings  # noqa: E402
 
 ceilings.use_working_tree_if_built()
 
-from bench_masking import (  # noqa: E402, F401  (the ceiling test runs here too)
+from bench_masking import (  # noqa: E402, F401  (the ceiling tests run here too)
     ForeignCpu,
     _record_skip,
     memory_info,
     test_ceiling_copy,
+    test_ceiling_matmul,
     wait_for_quiet,
 )
 

@@ -370,6 +370,8 @@ def main() -> None:
     lines += contrastive_section(max_foreign, args.all_builds)
     lines += augment_section(max_foreign, args.all_builds)
     lines += text_section(max_foreign, args.all_builds)
+    for family, title in BYTES_FAMILIES.items():
+        lines += bytes_family_section(family, title, max_foreign, args.all_builds)
     lines.append(f"_Written {time.strftime('%Y-%m-%d %H:%M:%S')}._")
     with open(args.out, "w") as f:
         f.write("\n".join(lines) + "\n")
@@ -704,3 +706,65 @@ def augment_section(max_foreign: float | None, all_builds: bool) -> list[str]:
 
 if __name__ == "__main__":
     main()
+
+
+# Families whose ops are passes over memory (no FLOPs in their floor): one table per case.
+BYTES_FAMILIES = {
+    "pretext": "Pretext: RotNet rotations and jigsaw shuffles",
+    "colour": "Colour: sRGB <-> CIELAB",
+}
+
+
+def bytes_family_section(
+    family: str, title: str, max_foreign: float | None, all_builds: bool
+) -> list[str]:
+    """The runs of bench_<family>.py (<family>-*.json): per case, each impl's time, its ratio to
+    pyssl's and the fraction of the bytes floor (compulsory bytes / the copy bandwidth measured
+    in the same runs)."""
+    paths = sorted(glob.glob(os.path.join(RESULTS_DIR, f"{family}-*.json")))
+    lines = ["", f"# {title}", ""]
+    if not paths:
+        return lines + [f"No runs of `bench/bench_{family}.py` in `bench/.results/`.", ""]
+    runs = sorted(load(paths), key=lambda r: r.get("datetime", ""))
+    build = runs[-1]["machine_info"].get("pyssl_core_build")
+    if not all_builds:
+        runs = [r for r in runs if r["machine_info"].get("pyssl_core_build") == build]
+    entries = combine(runs, max_foreign)
+    bandwidth, _, src = ceilings_from(entries)
+    by_group: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
+    for entry in entries.values():
+        ex = entry["extra"]
+        if "impl" in ex:
+            by_group[f"{ex['case']} {ex['mode']}"][ex["impl"]] = entry
+    m = runs[-1]["machine_info"]
+    lines += [
+        f"Generated from runs of `bench/bench_{family}.py` (its docstring gives the shapes and "
+        "the bytes counted): CPU, 2 threads, one run per file; ratios are time / pyssl's "
+        "(above 1: pyssl is faster).",
+        "",
+        f"- torch {m.get('torch', '?')}, python {m.get('python_version', '?')}, pyssl core "
+        f"build {m.get('pyssl_core_build', 'not recorded')}; runs combined: {len(runs)}",
+        *[f"  - `{os.path.relpath(r['_path'], os.path.dirname(HERE))}`" for r in runs],
+        f"- copy bandwidth ({src}): **{bandwidth / 1e9:.1f} GB/s**",
+        "",
+        "| case | impl | median ms | time / pyssl | bytes counted | of floor | peak alloc MB "
+        "| other CPU (cores) |",
+        "|---|---|---:|---:|---|---:|---:|---:|",
+    ]
+    for group, impls in by_group.items():
+        t_pyssl = impls["pyssl"]["median"] if "pyssl" in impls else None
+        for impl in IMPLS:
+            e = impls.get(impl)
+            if e is None:
+                continue
+            x = e["extra"]
+            floor = x.get("bytes", 0) / bandwidth
+            alloc = f"{x['peak_alloc_bytes'] / 1e6:.1f}" if "peak_alloc_bytes" in x else "-"
+            ratio = f"{e['median'] / t_pyssl:.2f}x" if t_pyssl else "-"
+            lines.append(
+                f"| {group} | {impl} | {ms(e['median'])} | {ratio} | "
+                f"{mb(x.get('bytes', 0))} | {floor / e['median']:.2f} | {alloc} | "
+                f"{contention(e)} |"
+            )
+    lines.append("")
+    return lines
