@@ -31,7 +31,7 @@ METHOD_NAMES = (
     "jigsaw",
 )
 _DEMO_OUT = os.path.join("runs", "demo")
-BENCH_FAMILIES = ("masking", "contrastive", "augment", "text")
+BENCH_FAMILIES = ("masking", "contrastive", "augment", "text", "pretext", "colour", "word2vec")
 
 
 class UsageError(Exception):
@@ -394,7 +394,8 @@ def _parser() -> _Parser:
         "--family",
         choices=(*BENCH_FAMILIES, "all"),
         default="all",
-        help="the op family to benchmark: masking, contrastive, augment, text, or all of them "
+        help="the op family to benchmark: one of "
+        f"{', '.join(BENCH_FAMILIES)}, or all of them "
         "(default: %(default)s)",
     )
     return p

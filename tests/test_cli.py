@@ -273,7 +273,8 @@ def test_bench_runs_every_family_then_the_report(capsys, monkeypatch, tmp_path):
     assert rc == 0 and "|" in out  # bench/RESULTS.md printed
     names = [os.path.basename(c) for c in calls]
     assert names == ["bench_masking.py", "bench_contrastive.py", "bench_augment.py",
-                     "bench_text.py", "report.py"]  # fmt: skip
+                     "bench_text.py", "bench_pretext.py", "bench_colour.py", "bench_word2vec.py",
+                     "report.py"]  # fmt: skip
     assert all(os.path.isfile(c) for c in calls)
     assert all(os.path.dirname(c) == os.path.join(root, "bench") for c in calls)
     for family in ("augment", "text"):
