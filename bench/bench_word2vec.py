@@ -9,12 +9,13 @@ Cases:
 * ``word2vec train``: ``epochs=5`` passes over the pydoc corpus (``pyssl.word2vec.
   load_sentences()``: paragraphs of lower-cased words) with gensim's hyper-parameters
   vector_size=100, window=5, negative=5, sample=1e-3, min_count=5, alpha=0.025,
-  min_alpha=0.0001, workers=2. ``pyssl`` = ``pyssl.word2vec.Word2Vec.train``; ``gensim`` =
+  min_alpha=0.0001, workers=2 (and 1: on a shared machine a second thread often waits for a
+  core). ``pyssl`` = ``pyssl.word2vec.Word2Vec.train``; ``gensim`` =
   ``gensim.models.Word2Vec(sg=1, hs=0).train`` on the same sentences (vocabulary built before
   the clock starts, fresh model per round, as pyssl). Words/s = corpus words (in the
   vocabulary, before subsampling) x epochs / time, gensim's own definition.
-* ``word2vec slice``: one epoch over the first 40 paragraphs, ``pyssl`` (C++ kernel) against
-  ``eager`` (``pyssl.reference.word2vec.train_sgns``, numpy, one pair at a time).
+* ``word2vec slice``: one epoch over the first 400 paragraphs (min_count=1), ``pyssl`` (C++
+  kernel) against ``eager`` (``pyssl.reference.word2vec.train_sgns``, numpy, one pair at a time).
 
 FLOPs per (pair, target): 2D for the dot product, 2D for neu1e += g u, 2D for u += g l1; plus
 2D per pair for l1 += neu1e (D = vector_size). Compulsory bytes per (pair, target): the output
@@ -66,20 +67,21 @@ def pair_counts(m: w2v.Word2Vec, sentences: list[list[str]]) -> tuple[int, int]:
     return len(p), len(p) + int((p[:, 3:] >= 0).sum())
 
 
-def gensim_model(sentences: list[list[str]]) -> Any:
+def gensim_model(sentences: list[list[str]], params: dict[str, Any]) -> Any:
     from gensim.models import Word2Vec
 
-    kw = dict(PARAMS)
-    g = Word2Vec(sg=1, hs=0, **kw)
+    g = Word2Vec(sg=1, hs=0, **params)
     g.build_vocab(sentences)
     return g
 
 
 @pytest.mark.parametrize("impl", ["pyssl", "gensim"])
-def test_train(benchmark: Any, impl: str) -> None:
-    benchmark.group = "word2vec train"
+@pytest.mark.parametrize("workers", [2, 1])
+def test_train(benchmark: Any, impl: str, workers: int) -> None:
+    benchmark.group = f"word2vec train, {workers} worker(s)"
+    params = {**PARAMS, "workers": workers}
     sentences = w2v.load_sentences()
-    probe = w2v.Word2Vec(**PARAMS)
+    probe = w2v.Word2Vec(**params)
     probe.build_vocab(sentences)
     words = int(probe.encode(sentences)[0].numel()) * PARAMS["epochs"]
     pairs, targets = pair_counts(probe, sentences)
@@ -90,7 +92,7 @@ def test_train(benchmark: Any, impl: str) -> None:
         pytest.importorskip("pyssl._C")
 
         def setup() -> tuple[tuple, dict]:
-            m = w2v.Word2Vec(**PARAMS)
+            m = w2v.Word2Vec(**params)
             m.build_vocab(sentences)
             models.append(m)
             return (), {}
@@ -102,7 +104,7 @@ def test_train(benchmark: Any, impl: str) -> None:
         pytest.importorskip("gensim")
 
         def setup() -> tuple[tuple, dict]:
-            models.append(gensim_model(sentences))
+            models.append(gensim_model(sentences, params))
             return (), {}
 
         def run() -> None:
@@ -111,9 +113,10 @@ def test_train(benchmark: Any, impl: str) -> None:
 
     benchmark.extra_info.update(
         {
-            "case": "word2vec train",
+            "case": f"word2vec train {workers}w",
             "mode": "fwd",
             "impl": impl,
+            "workers": workers,
             "words": words,
             "pairs_per_epoch": pairs,
             "targets_per_epoch": targets,
@@ -136,7 +139,7 @@ def test_train(benchmark: Any, impl: str) -> None:
 @pytest.mark.parametrize("impl", ["pyssl", "eager"])
 def test_slice(benchmark: Any, impl: str) -> None:
     benchmark.group = "word2vec slice"
-    sentences = w2v.load_sentences()[:40]
+    sentences = w2v.load_sentences()[:400]
     m = w2v.Word2Vec(**{**PARAMS, "min_count": 1, "epochs": 1})
     m.build_vocab(sentences)
     tokens, offsets = m.encode(sentences)
