@@ -52,7 +52,7 @@ import os
 import re
 import time
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -406,6 +406,8 @@ class Word2Vec:
         self.effective_words = 0  # kept by subsampling, over all epochs
         self.train_seconds = 0.0
         if sentences is not None:
+            if isinstance(sentences, Iterator):  # one pass would leave nothing to train on
+                sentences = list(sentences)
             self.build_vocab(sentences)
             self.train(sentences)
 

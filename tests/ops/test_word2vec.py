@@ -294,6 +294,14 @@ def test_save_load_roundtrip(tmp_path):
         w2v.KeyedVectors.load_word2vec_format(str(path))
 
 
+def test_sentences_may_be_a_generator():
+    sents, _ = planted_corpus(0, sentences=30)
+    a = w2v.Word2Vec((s for s in sents), vector_size=8, min_count=1, epochs=1, workers=1)
+    b = w2v.Word2Vec(sents, vector_size=8, min_count=1, epochs=1, workers=1)
+    assert a.corpus_words == 600
+    np.testing.assert_array_equal(a.wv.vectors, b.wv.vectors)
+
+
 def test_vocabulary_order_and_min_count():
     m = w2v.Word2Vec(vector_size=4, min_count=2)
     m.build_vocab([["b", "a", "c", "a"], ["b", "d", "a"]])
