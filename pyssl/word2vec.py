@@ -184,6 +184,10 @@ def train_sgns(
     _check_corpus(tokens, offsets, counts, table)
     _tensor(syn0, "syn0", torch.float32, 2)
     _tensor(syn1neg, "syn1neg", torch.float32, 2)
+    a0, a1 = syn0.data_ptr(), syn0.data_ptr() + syn0.numel() * 4
+    b0, b1 = syn1neg.data_ptr(), syn1neg.data_ptr() + syn1neg.numel() * 4
+    if a0 < b1 and b0 < a1:
+        raise ValueError("syn1neg: must not share memory with syn0")
     window = _int(window, "window", 1)
     negative = _int(negative, "negative", 0, 1000)
     sample = _float(sample, "sample")

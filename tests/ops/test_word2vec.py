@@ -359,6 +359,11 @@ def _args():
         (lambda a: {4: a[4][:5]}, ValueError, "syn0: expected 10 rows"),
         (lambda a: {5: a[5][:, :3].contiguous()}, ValueError, "syn1neg: expected syn0's shape"),
         (lambda a: {5: a[4]}, ValueError, "syn1neg: must not share memory"),
+        (
+            lambda a: {4: a[4].view(-1)[:40].view(10, 4), 5: a[4].view(-1)[20:60].view(10, 4)},
+            ValueError,
+            "syn1neg: must not share memory",
+        ),  # fmt: skip
         (lambda a: {4: a[4].double()}, TypeError, "syn0: expected torch.float32"),
         (lambda a: {4: a[4].t()}, ValueError, "syn0"),
         (lambda a: {"window": 0}, ValueError, "window"),
