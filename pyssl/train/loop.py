@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from pyssl import distributed
 from pyssl.augment import Augment
 from pyssl.data import ImageData, TextData
+from pyssl.data.mnist1d import SeriesData
 from pyssl.train import checkpoint
 from pyssl.train.optim import cosine_lr, default_lr, make_optimizer
 
@@ -141,7 +142,7 @@ class _LossModule(nn.Module):
 
 
 def _views(
-    data: ImageData | TextData,
+    data: ImageData | TextData | SeriesData,
     rows: Tensor,
     local: slice,
     augment: Callable | None,
@@ -154,6 +155,11 @@ def _views(
     the global batch and is sliced."""
     if isinstance(data, TextData):
         return [data.tokens[rows[local]].to(device)]
+    if isinstance(data, SeriesData):
+        # the raw series and a seed from this step's generator: the method (TS2Vec) crops and
+        # masks inside its loss, drawing from a generator it seeds with it
+        seed = torch.randint(2**62, (1,), generator=g)
+        return [data.x[rows[local]].to(device), seed.to(device)]
     assert augment is not None
     if isinstance(augment, Augment):
         params = augment.sample(data.images[rows], g)
@@ -189,7 +195,7 @@ def total_steps(cfg: PretrainConfig, n: int) -> int:
 
 def pretrain(
     method: nn.Module,
-    data: ImageData | TextData,
+    data: ImageData | TextData | SeriesData,
     cfg: PretrainConfig,
     out_dir: str,
     *,
@@ -261,7 +267,11 @@ def pretrain(
             {
                 "method": name,
                 "method_args": method_args or {},
-                "modality": "text" if isinstance(data, TextData) else "image",
+                "modality": "series"
+                if isinstance(data, SeriesData)
+                else "text"
+                if isinstance(data, TextData)
+                else "image",
                 "config": asdict(cfg),
                 "data": data.name,
                 "model": method.state_dict(),

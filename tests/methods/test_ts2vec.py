@@ -208,3 +208,59 @@ def test_bad_input() -> None:
         TSEncoder(1, 8).series(x, torch.ones(4, 9, dtype=torch.bool))
     with pytest.raises(TypeError, match="x"):
         TSEncoder(1, 8)(x.numpy())  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------------------------ short study
+
+_STUDY: dict = {}
+
+
+def _short_study(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    # one small run shared by the study tests: 1,000 MNIST-1D series, a narrow encoder, 150
+    # steps, probes at 20% of the 800 training labels, no supervised baseline (~15 s here)
+    if not _STUDY:
+        from pyssl.train.series_study import ts2vec_study
+
+        out = tmp_path_factory.mktemp("ts2vec-study")
+        r = ts2vec_study(
+            steps=150,
+            batch_size=16,
+            hidden=16,
+            depth=2,
+            out_dim=32,
+            num_samples=1000,
+            label_fraction=0.2,
+            supervised_steps=0,
+            out_dir=str(out),
+            log=lambda _: None,
+        )
+        _STUDY.update(r, out=str(out))
+    return _STUDY
+
+
+def _acc(study: dict, model: str) -> float:
+    return next(r["test_accuracy"] for r in study["records"] if r["model"] == model)
+
+
+def test_short_study_probe_beats_raw_series(tmp_path_factory: pytest.TempPathFactory) -> None:
+    from pyssl.train.report import read_records
+
+    s = _short_study(tmp_path_factory)
+    assert {r["model"] for r in s["records"]} == {"ts2vec", "random-init", "raw-series"}
+    key = lambda r: r["model"]  # noqa: E731
+    # the records went into the run's report.json in add_records' format
+    assert sorted(read_records(s["out"]), key=key) == sorted(s["records"], key=key)
+    # logistic regression on the 40 raw values is near MNIST-1D's published 32%; the frozen
+    # TS2Vec features must be far above it
+    assert _acc(s, "ts2vec") > _acc(s, "raw-series") + 0.2
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="measured, not a bug found: on MNIST-1D the max-pooled features of a random-init "
+    "TSEncoder probe better than TS2Vec's (docs/time-series.md: 78.8% vs 74.8% at 10% labels, "
+    "and the gap grows with training); strict, so a change that reverses it is noticed",
+)
+def test_short_study_probe_beats_random_init(tmp_path_factory: pytest.TempPathFactory) -> None:
+    s = _short_study(tmp_path_factory)
+    assert _acc(s, "ts2vec") > _acc(s, "random-init")
