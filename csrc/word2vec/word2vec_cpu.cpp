@@ -395,7 +395,8 @@ int64_t train_sgns(const View& tokens, const View& offsets, const View& counts, 
   const int nt = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(num_threads(), n)));
 #pragma omp parallel num_threads(nt) reduction(+ : kept_words)
   {
-    Scratch sc(longest, window, negative, t.dim);
+    Scratch sc(longest, std::min(window, longest), negative,
+               t.dim);  // pairs per centre <= 2 min(W, n)
 #pragma omp for schedule(dynamic, 8)
     for (int64_t s = sentence_begin; s < sentence_end; ++s) kept_words += kernel(t, s, sc);
   }
@@ -411,7 +412,7 @@ int64_t sample_pairs(const View& tokens, const View& offsets, const View& counts
   check(out.size(1) == 3 + negative, "out: expected " + str(3 + negative) + " columns");
   const std::vector<double> keep = keep_table(counts, sample);
   const Task t = make_task(tokens, offsets, table, keep, window, negative, epoch, seed);
-  Scratch sc(longest, window, negative, 1);
+  Scratch sc(longest, std::min(window, longest), negative, 1);
   int64_t* o = out.data<int64_t>();
   const int64_t cap = out.size(0), cols = 3 + negative;
   int64_t pairs = 0;

@@ -134,6 +134,19 @@ def test_reduced_window_is_uniform():
     assert chi2_pvalue(obs[:-1], np.full(window - 1, obs.sum() / (window + 1))) < 1e-6
 
 
+def test_window_beyond_every_sentence():
+    # the scratch is sized by min(window, longest sentence): a huge window neither allocates
+    # gigabytes nor changes the law (every other word of the sentence is a context)
+    tokens, offsets, counts = random_corpus(2, 10, 3, 30)
+    table = w2v.unigram_table(counts, 0.75, 100)
+    pairs = w2v.sample_pairs(tokens, offsets, counts, table, window=10**9, negative=2, sample=0)
+    lens = (offsets[1:] - offsets[:-1]).tolist()
+    assert len(pairs) == sum(n * (n - 1) for n in lens)
+    syn0, syn1 = init(10, 4, 0)
+    w2v.train_sgns(tokens, offsets, counts, table, syn0, syn1, window=10**9, negative=2)
+    assert torch.isfinite(syn0).all()
+
+
 def test_subsampling_keep_rate():
     # one frequent word among rare ones: the rare ones are always kept (p > 1)
     rng = np.random.default_rng(7)
