@@ -176,6 +176,10 @@ void bind_colour_cpu(M& m) {
           nogil);
   sub.def("lab_to_rgb", &ns::lab_to_rgb, py::arg("lab"), py::arg("clip"), py::arg("out"),
           py::arg("stream") = 0, nogil);
+  sub.def("rgb_to_lab_backward", &ns::rgb_to_lab_backward, py::arg("img"), py::arg("grad"),
+          py::arg("grad_in"), py::arg("stream") = 0, nogil);
+  sub.def("lab_to_rgb_backward", &ns::lab_to_rgb_backward, py::arg("lab"), py::arg("grad"),
+          py::arg("clip"), py::arg("grad_in"), py::arg("stream") = 0, nogil);
 }
 
 // The pretext family (rotations, jigsaw): CPU entry points.

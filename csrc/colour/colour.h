@@ -177,10 +177,105 @@ PYSSL_HD void lab_to_rgb_px(S L, S A, S B, bool clip, S& r, S& g, S& b) {
   }
 }
 
+// ---------------------------------------------------------------------------- backward math
+// Vector-Jacobian products of the two maps (the closed forms of pyssl/reference/colour.py):
+// values and derivatives of each curve from one power; torch.clamp's convention at the kinks.
+
+template <typename S>
+PYSSL_HD void srgb_to_linear_d(S c, S& v, S& d) {
+  const S base = (c > S(0.04045) ? c : S(0.04045)) * S(1 / 1.055) + S(0.055 / 1.055);
+  const S p = pow_pos(base, S(1.4));
+  const S hi = p * base, dhi = S(2.4 / 1.055) * p;
+  const S lo = c / S(12.92);
+  v = c > S(0.04045) ? hi : lo;
+  d = c > S(0.04045) ? dhi : S(1 / 12.92);
+}
+
+template <typename S>
+PYSSL_HD void linear_to_srgb_d(S l, S& v, S& d) {
+  const S lc = l > S(0.0031308) ? l : S(0.0031308);
+  const S p = pow_pos(lc, S(1 / 2.4));
+  const S hi = S(1.055) * p - S(0.055), dhi = S(1.055 / 2.4) * p / lc;
+  const S lo = S(12.92) * l;
+  v = l > S(0.0031308) ? hi : lo;
+  d = l > S(0.0031308) ? dhi : S(12.92);
+}
+
+template <typename S>
+PYSSL_HD S lab_f_d(S t) {
+  const S c = cbrt_pos(t > Consts<S>::delta3 ? t : Consts<S>::delta3);
+  const S hi = S(1) / (S(3) * c * c);
+  return t > Consts<S>::delta3 ? hi : Consts<S>::lin_slope;
+}
+
+template <typename S>
+PYSSL_HD S lab_finv_d(S f) {
+  const S hi = S(3) * f * f;
+  return f > Consts<S>::delta ? hi : S(1) / Consts<S>::lin_slope;
+}
+
+// d<g, rgb_to_lab(r, g, b)> / d(r, g, b), upstream (gL, ga, gb).
+template <typename S>
+PYSSL_HD void rgb_to_lab_vjp(S r, S g, S b, S gL, S ga, S gb, S& dr, S& dg, S& db) {
+  S lr, lg, lb, jr, jg, jb;
+  srgb_to_linear_d(r, lr, jr), srgb_to_linear_d(g, lg, jg), srgb_to_linear_d(b, lb, jb);
+  const S x = (S(0.412453) * lr + S(0.357580) * lg + S(0.180423) * lb) / White<S>::x;
+  const S y = (S(0.212671) * lr + S(0.715160) * lg + S(0.072169) * lb) / White<S>::y;
+  const S z = (S(0.019334) * lr + S(0.119193) * lg + S(0.950227) * lb) / White<S>::z;
+  const S gx = S(500) * ga * lab_f_d(x) / White<S>::x;
+  const S gy = (S(116) * gL - S(500) * ga + S(200) * gb) * lab_f_d(y) / White<S>::y;
+  const S gz = S(-200) * gb * lab_f_d(z) / White<S>::z;
+  dr = (S(0.412453) * gx + S(0.212671) * gy + S(0.019334) * gz) * jr;
+  dg = (S(0.357580) * gx + S(0.715160) * gy + S(0.119193) * gz) * jg;
+  db = (S(0.180423) * gx + S(0.072169) * gy + S(0.950227) * gz) * jb;
+}
+
+// d<g, lab_to_rgb(L, a, b)> / d(L, a, b), upstream (gr, gg, gb).
+template <typename S>
+PYSSL_HD void lab_to_rgb_vjp(S L, S A, S B, bool clip, S gr, S gg, S gb, S& dL, S& da, S& db) {
+  const S fy = (L + S(16)) / S(116);
+  const S fx = fy + A / S(500);
+  const S fz_raw = fy - B / S(200);
+  const S fz = fz_raw < S(0) ? S(0) : fz_raw;
+  const S x = lab_finv(fx) * White<S>::x;
+  const S y = lab_finv(fy) * White<S>::y;
+  const S z = lab_finv(fz) * White<S>::z;
+  S r, g, b, jr, jg, jb;
+  linear_to_srgb_d(
+      S(3.2404813432005266) * x - S(1.5371515162713185) * y - S(0.4985363261688878) * z, r, jr);
+  linear_to_srgb_d(
+      S(-0.9692549499965682) * x + S(1.8759900014898907) * y + S(0.04155592655829284) * z, g, jg);
+  linear_to_srgb_d(
+      S(0.05564663913517716) * x - S(0.20404133836651123) * y + S(1.0573110696453443) * z, b, jb);
+  if (clip) {
+    jr = (r >= S(0) && r <= S(1)) ? jr : S(0);
+    jg = (g >= S(0) && g <= S(1)) ? jg : S(0);
+    jb = (b >= S(0) && b <= S(1)) ? jb : S(0);
+  }
+  gr *= jr, gg *= jg, gb *= jb;
+  const S gx =
+      (S(3.2404813432005266) * gr - S(0.9692549499965682) * gg + S(0.05564663913517716) * gb) *
+      White<S>::x * lab_finv_d(fx);
+  const S gy =
+      (S(-1.5371515162713185) * gr + S(1.8759900014898907) * gg - S(0.20404133836651123) * gb) *
+      White<S>::y * lab_finv_d(fy);
+  S gz = (S(-0.4985363261688878) * gr + S(0.04155592655829284) * gg + S(1.0573110696453443) * gb) *
+         White<S>::z * lab_finv_d(fz);
+  gz = fz_raw >= S(0) ? gz : S(0);
+  dL = (gx + gy + gz) / S(116);
+  da = gx / S(500);
+  db = -gz / S(200);
+}
+
 namespace cpu {
 // img, out: [N, 3, P] contiguous, same floating dtype.
 void rgb_to_lab(const View& img, const View& out, uintptr_t stream = 0);
 void lab_to_rgb(const View& lab, bool clip, const View& out, uintptr_t stream = 0);
+// grad_in = the VJP of the forward at img / lab for upstream grad; all [N, 3, P], one dtype.
+void rgb_to_lab_backward(const View& img, const View& grad, const View& grad_in,
+                         uintptr_t stream = 0);
+void lab_to_rgb_backward(const View& lab, const View& grad, bool clip, const View& grad_in,
+                         uintptr_t stream = 0);
 }  // namespace cpu
 
 }  // namespace pyssl::colour

@@ -56,6 +56,49 @@ __attribute__((flatten)) void lab_chunk(const T* __restrict l, const T* __restri
   }
 }
 
+template <typename T>
+__attribute__((flatten)) void rgb_vjp_chunk(const T* __restrict x, const T* __restrict gup,
+                                            T* __restrict gin, int64_t p, int64_t p0, int64_t p1) {
+  using S = typename Acc<T>::type;
+  for (int64_t k = p0; k < p1; ++k) {
+    S d0, d1, d2;
+    rgb_to_lab_vjp<S>(load(x + k), load(x + p + k), load(x + 2 * p + k), load(gup + k),
+                      load(gup + p + k), load(gup + 2 * p + k), d0, d1, d2);
+    store(gin + k, d0), store(gin + p + k, d1), store(gin + 2 * p + k, d2);
+  }
+}
+
+template <typename T, bool Clip>
+__attribute__((flatten)) void lab_vjp_chunk(const T* __restrict x, const T* __restrict gup,
+                                            T* __restrict gin, int64_t p, int64_t p0, int64_t p1) {
+  using S = typename Acc<T>::type;
+  for (int64_t k = p0; k < p1; ++k) {
+    S d0, d1, d2;
+    lab_to_rgb_vjp<S>(load(x + k), load(x + p + k), load(x + 2 * p + k), Clip, load(gup + k),
+                      load(gup + p + k), load(gup + 2 * p + k), d0, d1, d2);
+    store(gin + k, d0), store(gin + p + k, d1), store(gin + 2 * p + k, d2);
+  }
+}
+
+// The backward's loop: chunk(x, grad, grad_in of one image, P, p0, p1).
+template <typename F>
+void for_vjp_chunks(const View& x, const View& grad, const View& gin, F&& chunk) {
+  const int64_t n = x.size(0), p = x.size(2);
+  if (n == 0 || p == 0) return;
+  prepare_output(gin);
+  const int64_t per_image = (p + kChunk - 1) / kChunk;
+  dispatch_float(x.dtype, [&](auto tag) {
+    using T = decltype(tag);
+    parallel_for(n * per_image, [&](int64_t task) {
+      const int64_t i = task / per_image;
+      const int64_t p0 = (task % per_image) * kChunk;
+      const int64_t p1 = std::min(p, p0 + kChunk);
+      chunk(x.data<T>() + i * 3 * p, grad.data<T>() + i * 3 * p, gin.data<T>() + i * 3 * p, p, p0,
+            p1);
+    });
+  });
+}
+
 // Runs chunk(planes of in, planes of out, p0, p1) over fixed chunks of every image.
 template <typename F>
 void for_chunks(const View& in, const View& out, F&& chunk) {
@@ -98,6 +141,29 @@ void lab_to_rgb(const View& lab, bool clip, const View& out, uintptr_t) {
                else
                  lab_chunk<T, false>(l, a, bb, r, g, b, p0, p1);
              });
+}
+
+void rgb_to_lab_backward(const View& img, const View& grad, const View& grad_in, uintptr_t) {
+  check_pair(img, "img", grad_in);
+  check_pair(img, "img", grad);
+  for_vjp_chunks(img, grad, grad_in,
+                 [](const auto* x, const auto* g, auto* gi, int64_t p, int64_t p0, int64_t p1) {
+                   rgb_vjp_chunk(x, g, gi, p, p0, p1);
+                 });
+}
+
+void lab_to_rgb_backward(const View& lab, const View& grad, bool clip, const View& grad_in,
+                         uintptr_t) {
+  check_pair(lab, "lab", grad_in);
+  check_pair(lab, "lab", grad);
+  for_vjp_chunks(lab, grad, grad_in,
+                 [clip](const auto* x, const auto* g, auto* gi, int64_t p, int64_t p0, int64_t p1) {
+                   using T = std::remove_cv_t<std::remove_pointer_t<decltype(x)>>;
+                   if (clip)
+                     lab_vjp_chunk<T, true>(x, g, gi, p, p0, p1);
+                   else
+                     lab_vjp_chunk<T, false>(x, g, gi, p, p0, p1);
+                 });
 }
 
 }  // namespace pyssl::colour::cpu

@@ -16,8 +16,10 @@ Images are ``[..., 3, H, W]`` (channels third from last; any number of leading d
 none: ``[3, H, W]`` works) of float32, bfloat16, float16 or float64. The math runs in float32
 (float64 for float64) and the result comes back in the input dtype. CPU tensors run the C++
 kernel (OpenMP), CUDA tensors the Triton kernel; there is no CUDA C++ kernel yet. Gradients:
-the closed-form vector-Jacobian products of :mod:`pyssl.reference.colour`, run eagerly in
-float32 (float64 for float64) and returned in the input dtype.
+the closed-form vector-Jacobian products of :mod:`pyssl.reference.colour` (custom ops
+``pyssl::rgb_to_lab_backward`` / ``pyssl::lab_to_rgb_backward``): a C++ kernel for CPU tensors,
+the eager closed form in float32 (float64 for float64) elsewhere (no Triton backward yet);
+returned in the input dtype. Not twice differentiable.
 """
 
 from __future__ import annotations
@@ -107,23 +109,62 @@ def _lab_to_rgb_fake(lab: Tensor, clip: bool, backend: str) -> Tensor:
     return torch.empty_like(lab, memory_format=torch.contiguous_format)
 
 
+@torch.library.custom_op("pyssl::rgb_to_lab_backward", mutates_args=())
+def _rgb_to_lab_backward(img: Tensor, grad: Tensor, backend: str) -> Tensor:
+    grad = grad.to(img.dtype)
+    if backend == "cpu":
+        out = torch.empty_like(img, memory_format=torch.contiguous_format)
+        if img.numel():
+            flat = out.view(-1, 3, out.shape[-2] * out.shape[-1])
+            launch("colour", "rgb_to_lab_backward", "cpu", _planes(img), _planes(grad), flat)
+        return out
+    # Triton / reference: the eager closed form (no Triton backward kernel yet)
+    return ref.rgb_to_lab_backward(_acc(img), _acc(grad)).to(img.dtype)
+
+
+@_rgb_to_lab_backward.register_fake
+def _rgb_to_lab_backward_fake(img: Tensor, grad: Tensor, backend: str) -> Tensor:
+    return torch.empty_like(img, memory_format=torch.contiguous_format)
+
+
+@torch.library.custom_op("pyssl::lab_to_rgb_backward", mutates_args=())
+def _lab_to_rgb_backward(lab: Tensor, grad: Tensor, clip: bool, backend: str) -> Tensor:
+    grad = grad.to(lab.dtype)
+    if backend == "cpu":
+        out = torch.empty_like(lab, memory_format=torch.contiguous_format)
+        if lab.numel():
+            flat = out.view(-1, 3, out.shape[-2] * out.shape[-1])
+            launch(
+                "colour", "lab_to_rgb_backward", "cpu", _planes(lab), _planes(grad), clip, flat
+            )
+        return out
+    return ref.lab_to_rgb_backward(_acc(lab), _acc(grad), clip).to(lab.dtype)
+
+
+@_lab_to_rgb_backward.register_fake
+def _lab_to_rgb_backward_fake(lab: Tensor, grad: Tensor, clip: bool, backend: str) -> Tensor:
+    return torch.empty_like(lab, memory_format=torch.contiguous_format)
+
+
 def _rgb_setup(ctx, inputs, output):  # type: ignore[no-untyped-def]
     ctx.save_for_backward(inputs[0])
+    ctx.backend = inputs[1]
 
 
 def _rgb_backward(ctx, grad):  # type: ignore[no-untyped-def]
     (img,) = ctx.saved_tensors
-    return ref.rgb_to_lab_backward(_acc(img), _acc(grad)).to(img.dtype), None
+    return _rgb_to_lab_backward(img, grad, ctx.backend), None
 
 
 def _lab_setup(ctx, inputs, output):  # type: ignore[no-untyped-def]
     ctx.save_for_backward(inputs[0])
     ctx.clip = inputs[1]
+    ctx.backend = inputs[2]
 
 
 def _lab_backward(ctx, grad):  # type: ignore[no-untyped-def]
     (lab,) = ctx.saved_tensors
-    return ref.lab_to_rgb_backward(_acc(lab), _acc(grad), ctx.clip).to(lab.dtype), None, None
+    return _lab_to_rgb_backward(lab, grad, ctx.clip, ctx.backend), None, None
 
 
 _rgb_to_lab.register_autograd(_rgb_backward, setup_context=_rgb_setup)
