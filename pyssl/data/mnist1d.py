@@ -20,6 +20,7 @@ the draws stay a per-sample loop: the default 5,000 samples take about 0.1 s ins
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -137,7 +138,7 @@ def make_dataset(**overrides: object) -> dict[str, np.ndarray]:
         raise ValueError(f"num_samples: expected >= 10 (one per class), got {a['num_samples']}")
     if int(a["final_seq_length"]) < 2 or int(a["max_translation"]) < 1:  # type: ignore[call-overload]
         raise ValueError("final_seq_length: expected >= 2 and max_translation >= 1")
-    split = a["train_split"]
+    split: Any = a["train_split"]
     if isinstance(split, bool) or not isinstance(split, (int, float)) or not 0 < split < 1:
         raise ValueError(f"train_split: expected a float in (0, 1), got {split!r}")
     pad_lo, pad_hi = (int(p) for p in a["padding"])  # type: ignore[attr-defined]
@@ -146,8 +147,9 @@ def make_dataset(**overrides: object) -> dict[str, np.ndarray]:
     if int(a["template_len"]) != 12:  # type: ignore[call-overload]
         raise ValueError("template_len: the digit templates have 12 points")
     for k in ("scale_coeff", "corr_noise_scale", "iid_noise_scale", "shear_scale"):
-        if isinstance(a[k], bool) or not isinstance(a[k], (int, float)) or a[k] < 0:
-            raise ValueError(f"{k}: expected a number >= 0, got {a[k]!r}")
+        num: Any = a[k]
+        if isinstance(num, bool) or not isinstance(num, (int, float)) or num < 0:
+            raise ValueError(f"{k}: expected a number >= 0, got {num!r}")
 
     from scipy.ndimage import gaussian_filter1d
 
@@ -167,10 +169,11 @@ def make_dataset(**overrides: object) -> dict[str, np.ndarray]:
     iid = np.empty((n, width))
     shears = np.empty(n)
     span = pad_hi - pad_lo + 1
+    max_translation = int(a["max_translation"])  # type: ignore[call-overload]
     for i in range(n):
         pads[i] = pad_lo + int(rs.rand() * span)
         scales[i] = rs.rand()
-        shifts[i] = rs.choice(a["max_translation"])
+        shifts[i] = rs.choice(max_translation)
         corr[i] = rs.randn(width)
         iid[i] = rs.randn(width)
         shears[i] = rs.rand()

@@ -245,11 +245,12 @@ class TS2Vec(SSLMethod):
         default average, updated after every step as TS2Vec's ``fit``)."""
         if self.averaged is None:
             return
-        n = int(self.n_averaged)
-        t_params = list(self.averaged.parameters())
-        o_params = [p.detach() for p in self.encoder.parameters()]
+        count: Tensor = self.n_averaged  # type: ignore[assignment]
+        n = int(count)
+        t_params: list[Tensor] = list(self.averaged.parameters())
+        o_params: list[Tensor] = [p.detach() for p in self.encoder.parameters()]
         torch._foreach_lerp_(t_params, o_params, 1.0 / (n + 1))
-        self.n_averaged += 1
+        count += 1
 
     def probe_encoder(self) -> nn.Module:
         """What TS2Vec encodes with: the averaged encoder (``swa=True``), else ``encoder``."""

@@ -251,15 +251,15 @@ def test_short_study_probe_beats_raw_series(tmp_path_factory: pytest.TempPathFac
     # the records went into the run's report.json in add_records' format
     assert sorted(read_records(s["out"]), key=key) == sorted(s["records"], key=key)
     # logistic regression on the 40 raw values is near MNIST-1D's published 32%; the frozen
-    # TS2Vec features must be far above it
-    assert _acc(s, "ts2vec") > _acc(s, "raw-series") + 0.2
+    # TS2Vec features must be far above it (measured here: 53.5% vs 27.5%)
+    assert _acc(s, "ts2vec") > _acc(s, "raw-series") + 0.15
 
 
 @pytest.mark.xfail(
     strict=True,
     reason="measured, not a bug found: on MNIST-1D the max-pooled features of a random-init "
-    "TSEncoder probe better than TS2Vec's (docs/time-series.md: 78.8% vs 74.8% at 10% labels, "
-    "and the gap grows with training); strict, so a change that reverses it is noticed",
+    "TSEncoder probe better than TS2Vec's (here 68.0% vs 53.5%; docs/time-series.md: 78.8% vs "
+    "74.8% at 10% labels, the gap growing with training); strict, so a reversal is noticed",
 )
 def test_short_study_probe_beats_random_init(tmp_path_factory: pytest.TempPathFactory) -> None:
     s = _short_study(tmp_path_factory)
