@@ -80,6 +80,42 @@ __attribute__((flatten)) void lab_vjp_chunk(const T* __restrict x, const T* __re
   }
 }
 
+// float32 on x86-64 CPUs with AVX2 + FMA: the same chunks compiled 8 wide (the baseline build
+// targets SSE2, 4 wide). flatten inlines the portable template and its per-pixel math into
+// each wrapper, which then carries the wider target; chosen at run time.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define PYSSL_COLOUR_AVX2 1
+#define PYSSL_AVX2 __attribute__((target("avx2,fma"), flatten))
+PYSSL_AVX2 void rgb_chunk_avx2(const float* r, const float* g, const float* b, float* l, float* a,
+                               float* bb, int64_t p0, int64_t p1) {
+  rgb_chunk<float>(r, g, b, l, a, bb, p0, p1);
+}
+template <bool Clip>
+PYSSL_AVX2 void lab_chunk_avx2(const float* l, const float* a, const float* bb, float* r, float* g,
+                               float* b, int64_t p0, int64_t p1) {
+  lab_chunk<float, Clip>(l, a, bb, r, g, b, p0, p1);
+}
+PYSSL_AVX2 void rgb_vjp_chunk_avx2(const float* x, const float* gup, float* gin, int64_t p,
+                                   int64_t p0, int64_t p1) {
+  rgb_vjp_chunk<float>(x, gup, gin, p, p0, p1);
+}
+template <bool Clip>
+PYSSL_AVX2 void lab_vjp_chunk_avx2(const float* x, const float* gup, float* gin, int64_t p,
+                                   int64_t p0, int64_t p1) {
+  lab_vjp_chunk<float, Clip>(x, gup, gin, p, p0, p1);
+}
+#undef PYSSL_AVX2
+bool use_avx2() {
+  static const bool ok = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  return ok;
+}
+#else
+bool use_avx2() { return false; }
+#endif
+
+template <typename T>
+constexpr bool kIsFloat = std::is_same_v<std::remove_cv_t<T>, float>;
+
 // The backward's loop: chunk(x, grad, grad_in of one image, P, p0, p1).
 template <typename F>
 void for_vjp_chunks(const View& x, const View& grad, const View& gin, F&& chunk) {
@@ -127,7 +163,14 @@ void rgb_to_lab(const View& img, const View& out, uintptr_t) {
   check_pair(img, "img", out);
   for_chunks(img, out,
              [](const auto* r, const auto* g, const auto* b, auto* l, auto* a, auto* bb, int64_t p0,
-                int64_t p1) { rgb_chunk(r, g, b, l, a, bb, p0, p1); });
+                int64_t p1) {
+#ifdef PYSSL_COLOUR_AVX2
+               if constexpr (kIsFloat<std::remove_pointer_t<decltype(r)>>) {
+                 if (use_avx2()) return rgb_chunk_avx2(r, g, b, l, a, bb, p0, p1);
+               }
+#endif
+               rgb_chunk(r, g, b, l, a, bb, p0, p1);
+             });
 }
 
 void lab_to_rgb(const View& lab, bool clip, const View& out, uintptr_t) {
@@ -136,6 +179,14 @@ void lab_to_rgb(const View& lab, bool clip, const View& out, uintptr_t) {
              [clip](const auto* l, const auto* a, const auto* bb, auto* r, auto* g, auto* b,
                     int64_t p0, int64_t p1) {
                using T = std::remove_cv_t<std::remove_pointer_t<decltype(l)>>;
+#ifdef PYSSL_COLOUR_AVX2
+               if constexpr (kIsFloat<T>) {
+                 if (use_avx2()) {
+                   if (clip) return lab_chunk_avx2<true>(l, a, bb, r, g, b, p0, p1);
+                   return lab_chunk_avx2<false>(l, a, bb, r, g, b, p0, p1);
+                 }
+               }
+#endif
                if (clip)
                  lab_chunk<T, true>(l, a, bb, r, g, b, p0, p1);
                else
@@ -148,6 +199,11 @@ void rgb_to_lab_backward(const View& img, const View& grad, const View& grad_in,
   check_pair(img, "img", grad);
   for_vjp_chunks(img, grad, grad_in,
                  [](const auto* x, const auto* g, auto* gi, int64_t p, int64_t p0, int64_t p1) {
+#ifdef PYSSL_COLOUR_AVX2
+                   if constexpr (kIsFloat<std::remove_pointer_t<decltype(x)>>) {
+                     if (use_avx2()) return rgb_vjp_chunk_avx2(x, g, gi, p, p0, p1);
+                   }
+#endif
                    rgb_vjp_chunk(x, g, gi, p, p0, p1);
                  });
 }
@@ -159,6 +215,14 @@ void lab_to_rgb_backward(const View& lab, const View& grad, bool clip, const Vie
   for_vjp_chunks(lab, grad, grad_in,
                  [clip](const auto* x, const auto* g, auto* gi, int64_t p, int64_t p0, int64_t p1) {
                    using T = std::remove_cv_t<std::remove_pointer_t<decltype(x)>>;
+#ifdef PYSSL_COLOUR_AVX2
+                   if constexpr (kIsFloat<T>) {
+                     if (use_avx2()) {
+                       if (clip) return lab_vjp_chunk_avx2<true>(x, g, gi, p, p0, p1);
+                       return lab_vjp_chunk_avx2<false>(x, g, gi, p, p0, p1);
+                     }
+                   }
+#endif
                    if (clip)
                      lab_vjp_chunk<T, true>(x, g, gi, p, p0, p1);
                    else
