@@ -114,10 +114,11 @@ PYSSL_INLINE int64_t walk_sentence(const Task& t, int64_t s, Scratch& sc, R&& re
     for (int64_t p = p0; p < std::min(n, p0 + kBlock); ++p) {
       r = lcg_next(r);
       const int64_t b = static_cast<int64_t>(r % static_cast<uint64_t>(W));
-      for (int64_t a = b; a < 2 * W + 1 - b; ++a) {
+      // a in [b, 2W + 1 - b), clipped to the sentence (c = p - W + a in [0, n))
+      const int64_t a_end = std::min(2 * W + 1 - b, W - p + n);
+      for (int64_t a = std::max(b, W - p); a < a_end; ++a) {
         if (a == W) continue;
         const int64_t c = p - W + a;
-        if (c < 0 || c >= n) continue;
         uint32_t* sl = slots + np * K;
         for (int64_t d = 0; d < K; ++d) {
           r = lcg_next(r);

@@ -95,9 +95,9 @@ def sentence_pairs(
     for p, w in enumerate(kept):
         r = lcg_next(r)
         b = r % window  # the reduced window is window - b, uniform in [1, window]
-        for a in range(b, 2 * window + 1 - b):
-            c = p - window + a
-            if a == window or c < 0 or c >= n:
+        for a in range(max(b, window - p), min(2 * window + 1 - b, window - p + n)):
+            c = p - window + a  # a context inside the sentence
+            if a == window:
                 continue
             negs = []
             for _ in range(negative):
