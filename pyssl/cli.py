@@ -29,6 +29,7 @@ METHOD_NAMES = (
     "mlm",
     "rotnet",
     "jigsaw",
+    "ts2vec",
 )
 _DEMO_OUT = os.path.join("runs", "demo")
 BENCH_FAMILIES = ("masking", "contrastive", "augment", "text", "pretext", "colour", "word2vec")
@@ -211,7 +212,8 @@ def _parser() -> _Parser:
         "--data",
         default=None,
         help="images: 'digits' (default) or a folder (labels from subfolders, if any); "
-        "text (mlm): 'pydoc' (default) or a .txt file or folder",
+        "text (mlm): 'pydoc' (default) or a .txt file or folder; series (ts2vec): 'mnist1d' "
+        "(the default, generated locally)",
     )
     t.add_argument(
         "--out",
@@ -458,6 +460,7 @@ def _pretrain(a: argparse.Namespace) -> None:
 
     out = a.out or os.path.join("runs", a.method)
     device = _init_distributed(_device(a.device))
+    args: dict[str, Any]
     torch.manual_seed(a.seed)
     cfg = PretrainConfig(
         epochs=a.epochs,
@@ -473,11 +476,25 @@ def _pretrain(a: argparse.Namespace) -> None:
         checkpoint_every=a.checkpoint_every,
         progress=not a.no_progress,
     )
-    if a.method == "mlm":
+    if (a.method == "ts2vec") != (a.data == "mnist1d") and a.data is not None:
+        kind = "series (--data mnist1d)" if a.method == "ts2vec" else "images or text"
+        raise UsageError(f"pyssl pretrain: {a.method} trains on {kind}, not --data {a.data}")
+    if a.method == "ts2vec":
+        from pyssl.train.series_study import mnist1d_splits
+
+        data_name = "mnist1d"
+        train_series, _ = mnist1d_splits()
+        args = {"in_channels": 1}
+        method = build("ts2vec", **args)
+        summary = pretrain(
+            method, train_series, cfg, out, resume=a.resume, method_args=args, device=device
+        )
+        extra: dict[str, Any] = {}
+    elif a.method == "mlm":
         data_name = a.data or "pydoc"
         train, test = load_text(data_name, seq_len=a.seq_len, seed=0)
         tok = train.tokenizer
-        args: dict[str, Any] = {
+        args = {
             "vocab_size": len(tok),
             "max_len": a.seq_len,
             "pad_token_id": tok.PAD,
@@ -582,6 +599,9 @@ def _finetune(a: argparse.Namespace) -> None:
 
     ckpt = checkpoint.load(a.checkpoint, require=checkpoint.MODEL_KEYS)
     method = _rebuild(ckpt, a.checkpoint)
+    if getattr(method, "modality", "image") == "series":
+        _finetune_series(a, method)
+        return
     if getattr(method, "modality", "image") != "image":
         raise UsageError(
             f"pyssl finetune: {a.checkpoint} holds a {method.name!r} text model; "
@@ -645,6 +665,37 @@ def _finetune(a: argparse.Namespace) -> None:
     print(
         f"{method.name} {a.protocol} at {a.label_fraction:g} of the labels: test accuracy "
         f"{100 * acc:.2f}% ({len(idx)} labels, {len(test)} test images); added to {out}/{REPORT}"
+    )
+
+
+def _finetune_series(a: argparse.Namespace, method: Any) -> None:
+    """A TS2Vec checkpoint: linear probe of its (averaged) encoder's full-series features on
+    MNIST-1D at --label-fraction (the L2 weight chosen on a held-out quarter of those labels)."""
+    from pyssl.train import label_subset
+    from pyssl.train.report import REPORT, add_records
+    from pyssl.train.series_study import mnist1d_splits, probe, series_features
+
+    if a.protocol != "linear":
+        raise UsageError(
+            f"pyssl finetune: a series checkpoint takes --protocol linear, not {a.protocol}"
+        )
+    if a.data not in (None, "mnist1d"):
+        raise UsageError(f"pyssl finetune: a series checkpoint evaluates on mnist1d, not {a.data}")
+    train, test = mnist1d_splits()
+    idx = label_subset(train.labels, a.label_fraction, a.seed)
+    enc = method.probe_encoder()
+    acc, _ = probe(
+        series_features(enc, train.x[idx]), train.labels[idx],
+        series_features(enc, test.x), test.labels, seed=a.seed,
+    )  # fmt: skip
+    out = a.out or os.path.dirname(os.path.abspath(a.checkpoint))
+    os.makedirs(out, exist_ok=True)
+    rec = {"model": method.name, "protocol": "linear", "label_fraction": a.label_fraction,
+           "seed": a.seed, "test_accuracy": acc}  # fmt: skip
+    add_records(os.path.join(out, REPORT), [rec])
+    print(
+        f"{method.name} linear at {a.label_fraction:g} of the labels: test accuracy "
+        f"{100 * acc:.2f}% ({len(idx)} labels, {len(test)} test series); added to {out}/{REPORT}"
     )
 
 

@@ -231,7 +231,9 @@ def test_method_names_are_the_methods_registry():
 
 @pytest.mark.parametrize("method", METHOD_NAMES)
 def test_every_method_pretrains_from_the_command_line(capsys, folder, tmp_path, method):
-    data = ["--seq-len", "16"] if method == "mlm" else ["--data", str(folder), "--image-size", "16"]
+    data = ["--data", str(folder), "--image-size", "16"]
+    if method in ("mlm", "ts2vec"):
+        data = ["--seq-len", "16"] if method == "mlm" else ["--data", "mnist1d"]
     rc, out, err = run(capsys, "pretrain", "--method", method, *data, "--steps", "2",
                        "--batch-size", "4", "--out", str(tmp_path), "--no-progress")  # fmt: skip
     assert rc == 0, err
@@ -444,3 +446,21 @@ def test_without_cuda_torchrun_uses_gloo(monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("LOCAL_RANK", "1")
     assert cli._init_distributed("cpu") == "cpu" and calls == [("init", "gloo")]
+
+
+def test_series_pretrain_then_finetune_and_data_kind_errors(capsys, folder, tmp_path):
+    rc, out, err = run(capsys, "pretrain", "--method", "ts2vec", "--steps", "3",
+                       "--batch-size", "8", "--out", str(tmp_path), "--no-progress")  # fmt: skip
+    assert rc == 0, err
+    ck = str(tmp_path / "checkpoint.pt")
+    rc, out, err = run(capsys, "finetune", "--checkpoint", ck, "--label-fraction", "0.1")
+    assert rc == 0, err
+    assert "ts2vec linear at 0.1 of the labels: test accuracy" in out and "399 labels" in out
+    rec = json.loads((tmp_path / "report.json").read_text())[0]
+    assert rec["model"] == "ts2vec" and 0.1 < rec["test_accuracy"] <= 1.0  # 10 classes
+    rc, _, err = run(capsys, "finetune", "--checkpoint", ck, "--protocol", "knn")
+    assert rc == 2 and "--protocol linear" in err
+    rc, _, err = run(capsys, "pretrain", "--method", "ts2vec", "--data", str(folder))
+    assert rc == 2 and "ts2vec trains on series" in err
+    rc, _, err = run(capsys, "pretrain", "--method", "simclr", "--data", "mnist1d")
+    assert rc == 2 and "simclr trains on images or text" in err

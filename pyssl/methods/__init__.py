@@ -20,6 +20,7 @@ from pyssl.methods.moco import MoCoV2, MoCoV3
 from pyssl.methods.pretext import Jigsaw, RotNet
 from pyssl.methods.redundancy import BarlowTwins, VICReg
 from pyssl.methods.simclr import SimCLR
+from pyssl.methods.ts2vec import TS2Vec
 
 METHODS: dict[str, type[SSLMethod]] = {
     cls.name: cls
@@ -36,6 +37,7 @@ METHODS: dict[str, type[SSLMethod]] = {
         MLM,
         RotNet,
         Jigsaw,
+        TS2Vec,
     )
 }
 #: the options of :class:`~pyssl.models.TextEncoder` that ``build("mlm", ...)`` accepts
@@ -45,9 +47,14 @@ TEXT_ENCODER_OPTIONS = ("vocab_size", "max_len", "dim", "depth", "heads", "pad_t
 def default_backbone(name: str, image_size: int = 32, in_channels: int = 3) -> nn.Module:
     """The backbone :func:`build` uses when none is given: for images up to 64 pixels
     :func:`~pyssl.models.resnet_digits` (MAE: :func:`~pyssl.models.vit_micro`, patch 4), above
-    that :func:`~pyssl.models.resnet18_cifar` (MAE: :func:`~pyssl.models.vit_tiny`, patch 16)."""
+    that :func:`~pyssl.models.resnet18_cifar` (MAE: :func:`~pyssl.models.vit_tiny`, patch 16);
+    for TS2Vec (series) :class:`~pyssl.models.tcn.TSEncoder` over ``in_channels``."""
     from pyssl import models
 
+    if name == "ts2vec":
+        from pyssl.methods.ts2vec import default_encoder
+
+        return default_encoder(in_channels)
     if name == "mae":
         patch = 4 if image_size <= 64 else 16
         if image_size % patch:
@@ -120,6 +127,7 @@ __all__ = [
     "SSLMethod",
     "SimCLR",
     "SimSiam",
+    "TS2Vec",
     "VICReg",
     "build",
     "default_backbone",
