@@ -10,6 +10,7 @@
 #include "augment/augment.h"
 #include "masking/masking.h"
 #include "text/text.h"
+#include "word2vec/word2vec.h"
 
 using namespace pyssl;
 
@@ -167,7 +168,45 @@ static void mask_tokens_draws_and_labels() {
   EXPECT(std::abs(chosen - 800) < 120);  // 0.2 * 3996, 4.7 standard deviations
 }
 
+// word2vec: one sentence [0, 1], window 1, no negatives, no subsampling: two SGD steps, on the
+// pair (centre 0, context 1) and then (centre 1, context 0), each -alpha times the gradient of
+// -log sigmoid(syn0[context] . syn1neg[centre]); checked in double.
+static void word2vec_two_pairs_follow_the_gradient() {
+  const int64_t D = 7;
+  std::vector<int32_t> tokens = {0, 1}, table = {0, 1};
+  std::vector<int64_t> offsets = {0, 2}, counts = {1, 1};
+  std::vector<float> syn0(2 * D), syn1(2 * D);
+  for (int64_t i = 0; i < 2 * D; ++i) {
+    syn0[i] = 0.1f * static_cast<float>(i % 5) - 0.2f;
+    syn1[i] = 0.05f * static_cast<float>(i % 3) + 0.01f;
+  }
+  std::vector<double> s0(syn0.begin(), syn0.end()), s1(syn1.begin(), syn1.end());
+  const double alpha = 0.5;
+  for (int pair = 0; pair < 2; ++pair) {
+    const int64_t centre = pair, ctx = 1 - pair;
+    double f = 0;
+    for (int64_t i = 0; i < D; ++i) f += s0[ctx * D + i] * s1[centre * D + i];
+    const double g = alpha * (1.0 - 1.0 / (1.0 + std::exp(-f)));
+    for (int64_t i = 0; i < D; ++i) {
+      const double a = s0[ctx * D + i], u = s1[centre * D + i];
+      s0[ctx * D + i] = a + g * u;
+      s1[centre * D + i] = u + g * a;
+    }
+  }
+  const int64_t kept = word2vec::cpu::train_sgns(
+      view_of(tokens.data(), DType::i32, {2}), view_of(offsets.data(), DType::i64, {2}),
+      view_of(counts.data(), DType::i64, {2}), view_of(table.data(), DType::i32, {2}),
+      view_of(syn0.data(), DType::f32, {2, D}), view_of(syn1.data(), DType::f32, {2, D}), 1, 0, 0.0,
+      alpha, alpha, 0, 1, 0, 1, 7);
+  EXPECT(kept == 2);
+  for (int64_t i = 0; i < 2 * D; ++i) {
+    EXPECT(std::fabs(syn0[i] - s0[i]) < 1e-6);
+    EXPECT(std::fabs(syn1[i] - s1[i]) < 1e-6);
+  }
+}
+
 int main() {
+  word2vec_two_pairs_follow_the_gradient();
   augment_identity_view_returns_the_source();
   stable_rank_is_a_stable_argsort();
   mask_tokens_draws_and_labels();
