@@ -764,6 +764,7 @@ OPTIONAL_PACKAGES = {
     "sklearn": "scikit-learn",
     "matplotlib": "matplotlib",
     "PIL": "pillow",
+    "scipy": "scipy",
     "tqdm": "tqdm",
 }
 
