@@ -1,12 +1,12 @@
 """Benchmarks of the colour family: pyssl's sRGB <-> CIELAB against the eager reference
 (``pyssl/reference/colour.py``, kornia's formulas in plain torch) and ``torch.compile`` of that
-reference, on 2 threads, in one run. B = 64 float32 images of 3x224x224 (9.6 M pixels).
+reference, on 2 threads, in one run. B = 64 float32 images of 3x224x224 (3.2 M pixels).
 
     python bench/bench_colour.py     # ~1-2 min quiet (a cold torch.compile included), JSON ->
     python bench/report.py           # bench/.results/colour-*.json
 
 Compulsory bytes: the op is one pass over the pixels, so fwd = 12 bytes read + 12 written per
-pixel (24 B/pixel, 231 MB per call); fwd+bwd adds the backward's read of the input and of the
+pixel (24 B/pixel, 77 MB per call); fwd+bwd adds the backward's read of the input and of the
 upstream gradient and the write of the input gradient (36 B/pixel more; the backward is the
 eager closed-form VJP of the reference, in float32). No FLOPs enter the floor: per pixel the
 work is three sRGB powers, three cube roots and two 3x3 mixes (~100 flops and ~6
