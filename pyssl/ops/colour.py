@@ -134,9 +134,7 @@ def _lab_to_rgb_backward(lab: Tensor, grad: Tensor, clip: bool, backend: str) ->
         out = torch.empty_like(lab, memory_format=torch.contiguous_format)
         if lab.numel():
             flat = out.view(-1, 3, out.shape[-2] * out.shape[-1])
-            launch(
-                "colour", "lab_to_rgb_backward", "cpu", _planes(lab), _planes(grad), clip, flat
-            )
+            launch("colour", "lab_to_rgb_backward", "cpu", _planes(lab), _planes(grad), clip, flat)
         return out
     return ref.lab_to_rgb_backward(_acc(lab), _acc(grad), clip).to(lab.dtype)
 
