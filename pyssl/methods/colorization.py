@@ -20,11 +20,12 @@ Loss, published -> here:
   bin distribution smoothed by a Gaussian of sigma 5; here estimated on the first batches seen
   rather than the whole dataset, then frozen), and the annealed mean (T = 0.38) as prediction.
 
-Backbone: any encoder with ``out_dim`` and ``forward_map(x) -> [B, C, h, w]`` (the
+Backbone: any network with ``out_dim`` and ``forward_map(x) -> [B, C, h, w]`` (the
 :class:`~pyssl.models.ResNet` family; :func:`pyssl.methods.build`'s default
 :func:`~pyssl.models.resnet_digits` works). Its input is the grey image: ``(L - 50) / 50``
-replicated to the encoder's ``in_channels``; :meth:`Colorization.encoder_input` makes it from
-RGB, which is what a linear probe on the pretrained encoder should feed it.
+replicated to its ``in_channels``. ``Colorization.encoder`` is a :class:`LabEncoder` around it
+that takes sRGB in [0, 1] (``images / 255``: :class:`FlipViews` declares mean 0, std 1) and
+makes that input itself, so a linear probe or fine-tuning can feed it RGB like any encoder.
 """
 
 from __future__ import annotations
@@ -49,6 +50,15 @@ class FlipViews:
     std 1: no normalisation, since :func:`~pyssl.ops.rgb_to_lab` needs sRGB in [0, 1]) with
     seeded random horizontal flips. No colour jitter (it would change the targets) and no
     crop (the data are already random crops)."""
+
+    #: the evaluation transform that matches these views: ``x / 255``, mean 0, std 1
+    mean = (0.0, 0.0, 0.0)
+    std = (1.0, 1.0, 1.0)
+
+    @property
+    def views(self) -> list[FlipViews]:
+        """One view, described by this object (``mean``/``std``), as pyssl's recipes do."""
+        return [self]
 
     def __call__(self, images: Tensor, generator: torch.Generator | None = None) -> list[Tensor]:
         if not isinstance(images, Tensor) or images.dim() != 4 or images.shape[1] != 3:
@@ -75,6 +85,48 @@ def ab_bins(step: float = 10.0) -> Tensor:
     return (cells * step).float()
 
 
+def grey_input(rgb: Tensor, channels: int) -> Tensor:
+    """The colourisation encoder's input for sRGB ``[B, 3, H, W]`` in [0, 1]: the lightness
+    ``(L - 50) / 50`` (about [-1, 1]) replicated to ``channels``, float32."""
+    L = rgb_to_lab(rgb.float())[:, :1]
+    return ((L - 50.0) / 50.0).expand(-1, channels, -1, -1)
+
+
+class LabEncoder(nn.Module):
+    """The colourisation encoder as probes see it: sRGB ``[B, 3, H, W]`` in [0, 1] in (the
+    views of :class:`FlipViews`, or ``images / 255``), the lightness through ``backbone``,
+    features ``[B, out_dim]`` out. The colour is never looked at: the backbone only ever saw
+    ``L``, so a probe must feed it the same.
+
+    Attributes:
+        backbone: the wrapped network (``forward_map``, ``out_dim``, ``in_channels``).
+    """
+
+    def __init__(self, backbone: nn.Module) -> None:
+        super().__init__()
+        if not isinstance(backbone, nn.Module) or not callable(
+            getattr(backbone, "forward_map", None)
+        ):
+            raise TypeError(
+                "encoder: colourisation needs a backbone with forward_map(x) -> [B, C, h, w] "
+                "(e.g. pyssl.models.resnet_digits)"
+            )
+        out_dim = getattr(backbone, "out_dim", None)
+        if not isinstance(out_dim, int) or out_dim < 1:
+            raise TypeError("encoder: expected a positive int out_dim")
+        self.backbone = backbone
+        self.out_dim = out_dim
+        self.in_channels = int(getattr(backbone, "in_channels", 1))
+
+    def forward_map(self, rgb: Tensor) -> Tensor:
+        """The backbone's feature map ``[B, out_dim, h, w]`` of the lightness of ``rgb``."""
+        return self.backbone.forward_map(grey_input(rgb, self.in_channels))  # type: ignore[operator]
+
+    def forward(self, rgb: Tensor) -> Tensor:
+        """Globally average-pooled features ``[B, out_dim]``."""
+        return self.forward_map(rgb).mean((2, 3))
+
+
 class Colorization(SSLMethod):
     """Colourisation: ``loss([rgb])`` with ``rgb`` float ``[B, 3, H, W]`` in [0, 1].
 
@@ -95,6 +147,8 @@ class Colorization(SSLMethod):
     prior: Tensor  # [Q] empirical bin distribution of the batches seen
     prior_seen: Tensor  # batches the prior was estimated on
 
+    encoder: LabEncoder
+
     def __init__(
         self,
         encoder: nn.Module,
@@ -105,16 +159,8 @@ class Colorization(SSLMethod):
         rebalance: float = 0.5,
     ) -> None:
         super().__init__()
-        if not isinstance(encoder, nn.Module) or not callable(
-            getattr(encoder, "forward_map", None)
-        ):
-            raise TypeError(
-                "encoder: colourisation needs a backbone with forward_map(x) -> [B, C, h, w] "
-                "(e.g. pyssl.models.resnet_digits)"
-            )
-        out_dim = getattr(encoder, "out_dim", None)
-        if not isinstance(out_dim, int) or out_dim < 1:
-            raise TypeError("encoder: expected a positive int out_dim")
+        self.encoder = encoder if isinstance(encoder, LabEncoder) else LabEncoder(encoder)
+        out_dim = self.encoder.out_dim
         if loss not in LOSSES:
             raise ValueError(f"loss: expected one of {LOSSES}, got {loss!r}")
         check_positive("hidden", hidden, integer=True)
@@ -123,8 +169,7 @@ class Colorization(SSLMethod):
             raise TypeError(f"rebalance: expected a float in (0, 1], got {rebalance!r}")
         if not 0.0 < rebalance <= 1.0:
             raise ValueError(f"rebalance: expected a float in (0, 1], got {rebalance!r}")
-        self.encoder = encoder
-        self.in_channels = int(getattr(encoder, "in_channels", 1))
+        self.in_channels = self.encoder.in_channels
         self.loss_type = loss
         self.temperature = float(temperature)
         self.rebalance = float(rebalance)
@@ -150,13 +195,12 @@ class Colorization(SSLMethod):
     # ------------------------------------------------------------------------------ pieces
 
     def encoder_input(self, rgb: Tensor) -> Tensor:
-        """The encoder's input for sRGB ``[B, 3, H, W]`` in [0, 1]: ``(L - 50) / 50``
-        replicated to ``in_channels``, float32."""
-        L = rgb_to_lab(rgb.float())[:, :1]
-        return ((L - 50.0) / 50.0).expand(-1, self.in_channels, -1, -1)
+        """The backbone's input for sRGB ``[B, 3, H, W]`` in [0, 1]: ``(L - 50) / 50``
+        replicated to ``in_channels``, float32 (:func:`grey_input`)."""
+        return grey_input(rgb, self.in_channels)
 
     def _head(self, lum: Tensor, size: tuple[int, int]) -> Tensor:
-        x = self.decoder(self.encoder.forward_map(lum))  # type: ignore[operator]
+        x = self.decoder(self.encoder.backbone.forward_map(lum))  # type: ignore[operator]
         return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
 
     @torch.no_grad()
@@ -386,4 +430,12 @@ if __name__ == "__main__":
     main()
 
 
-__all__ = ["Colorization", "FlipViews", "ab_bins", "colorization_figure", "colorization_study"]
+__all__ = [
+    "Colorization",
+    "FlipViews",
+    "LabEncoder",
+    "grey_input",
+    "ab_bins",
+    "colorization_figure",
+    "colorization_study",
+]

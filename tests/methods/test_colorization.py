@@ -86,6 +86,24 @@ def test_views_figure_and_study(tmp_path):
     assert m.encoder_input(views[0]).shape == (6, 1, 16, 16)
 
 
+def test_encoder_takes_rgb_for_probes():
+    # a probe feeds the encoder images / 255 (FlipViews declares mean 0, std 1); the encoder
+    # looks at their lightness only, through the backbone the method trained
+    m = small().eval()
+    rgb = torch.rand(3, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+    feats = m.encoder(rgb)
+    assert feats.shape == (3, m.encoder.out_dim) == (3, 32)
+    torch.testing.assert_close(feats, m.encoder.backbone(m.encoder_input(rgb)))
+    grey = rgb.mean(1, keepdim=True).expand(-1, 3, -1, -1)
+    assert not torch.allclose(m.encoder(grey), feats)  # lightness changed: features change
+    aug = m.default_augment(16, 3)
+    assert aug.views[0].mean == (0.0, 0.0, 0.0) and aug.views[0].std == (1.0, 1.0, 1.0)
+    # three-channel backbones (build()'s default) get the lightness replicated
+    m3 = Colorization(resnet_digits(3, width=8), hidden=16)
+    assert m3.encoder_input(rgb).shape == (3, 3, 16, 16)
+    assert torch.isfinite(m3.loss([rgb]))
+
+
 def test_bad_arguments():
     with pytest.raises(TypeError, match="encoder"):
         Colorization(torch.nn.Linear(3, 3))
