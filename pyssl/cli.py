@@ -30,6 +30,7 @@ METHOD_NAMES = (
     "rotnet",
     "jigsaw",
     "ts2vec",
+    "colorization",
 )
 _DEMO_OUT = os.path.join("runs", "demo")
 BENCH_FAMILIES = ("masking", "contrastive", "augment", "text", "pretext", "colour", "word2vec")
@@ -211,7 +212,8 @@ def _parser() -> _Parser:
     t.add_argument(
         "--data",
         default=None,
-        help="images: 'digits' (default) or a folder (labels from subfolders, if any); "
+        help="images: 'digits' (default), 'photos' (crops of scikit-learn's two colour "
+        "photographs, for colorization) or a folder (labels from subfolders, if any); "
         "text (mlm): 'pydoc' (default) or a .txt file or folder; series (ts2vec): 'mnist1d' "
         "(the default, generated locally)",
     )
@@ -610,7 +612,9 @@ def _finetune(a: argparse.Namespace) -> None:
     data = a.data or str(ckpt.get("data") or "digits").removesuffix("-train")
     size = int((ckpt.get("method_args") or {}).get("image_size", 32))
     train = load_images(data, split="train", image_size=size)
-    test = load_images(data, split="test", image_size=size) if data == "digits" else None
+    test = (
+        load_images(data, split="test", image_size=size) if data in ("digits", "photos") else None
+    )
     if train.labels is None:
         raise UsageError(
             f"pyssl finetune: {data}: no labels (put each class's images in a subfolder)"

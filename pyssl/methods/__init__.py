@@ -13,6 +13,7 @@ from torch import nn
 
 from pyssl.methods.base import SSLMethod
 from pyssl.methods.byol import BYOL, SimSiam
+from pyssl.methods.colorization import Colorization
 from pyssl.methods.dino import DINO, DINOHead
 from pyssl.methods.mae import MAE
 from pyssl.methods.mlm import MLM
@@ -38,6 +39,7 @@ METHODS: dict[str, type[SSLMethod]] = {
         RotNet,
         Jigsaw,
         TS2Vec,
+        Colorization,
     )
 }
 #: the options of :class:`~pyssl.models.TextEncoder` that ``build("mlm", ...)`` accepts
@@ -119,6 +121,7 @@ __all__ = [
     "MLM",
     "TEXT_ENCODER_OPTIONS",
     "BarlowTwins",
+    "Colorization",
     "DINOHead",
     "Jigsaw",
     "MoCoV2",

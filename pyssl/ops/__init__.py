@@ -6,6 +6,7 @@ reference as a fallback that warns once.
 """
 
 from pyssl.ops._backend import BACKENDS, Explanation, explain
+from pyssl.ops.colour import lab_to_rgb, rgb_to_lab
 from pyssl.ops.contrastive import clip_loss, info_nce, moco_loss, nt_xent, siglip_loss
 from pyssl.ops.masking import (
     MaskingResult,
@@ -42,6 +43,8 @@ __all__ = [
     "random_masking",
     "restore_masked",
     "unpatchify",
+    "lab_to_rgb",
+    "rgb_to_lab",
     "jigsaw_permutations",
     "jigsaw_shuffle",
     "rotations",
