@@ -65,11 +65,30 @@ void rotations(const View& imgs, const View& out) {
       const int64_t b = task / (tiles * C * 4);
       const W* s = src + (b * C + c) * plane;
       W* d = dst + ((b * 4 + k) * C + c) * plane;
-      const int64_t i1 = std::min(S, (ti + 1) * kTile);
-      for (int64_t tj = 0; tj < S; tj += kTile) {
-        const int64_t j1 = std::min(S, tj + kTile);
-        for (int64_t i = ti * kTile; i < i1; ++i)
-          for (int64_t j = tj; j < j1; ++j) d[i * S + j] = s[rotation_source(k, i, j, S)];
+      const int64_t i0 = ti * kTile, i1 = std::min(S, i0 + kTile);
+      // one loop per rotation, so each inner loop has a fixed stride the compiler vectorises
+      switch (k) {
+        case 0:
+          std::copy(s + i0 * S, s + i1 * S, d + i0 * S);
+          break;
+        case 2:  // row S-1-i reversed
+          for (int64_t i = i0; i < i1; ++i)
+            std::reverse_copy(s + (S - 1 - i) * S, s + (S - i) * S, d + i * S);
+          break;
+        default:  // transposes: tile by tile so both sides stay in L1
+          for (int64_t tj = 0; tj < S; tj += kTile) {
+            const int64_t j1 = std::min(S, tj + kTile);
+            for (int64_t i = i0; i < i1; ++i) {
+              W* row = d + i * S;
+              if (k == 1) {
+                const W* col = s + (S - 1 - i);  // x[j][S-1-i]
+                for (int64_t j = tj; j < j1; ++j) row[j] = col[j * S];
+              } else {
+                const W* col = s + i;  // x[S-1-j][i]
+                for (int64_t j = tj; j < j1; ++j) row[j] = col[(S - 1 - j) * S];
+              }
+            }
+          }
       }
     });
   });
@@ -92,16 +111,21 @@ void rotations_backward(const View& grad_out, const View& grad_imgs) {
       const int64_t ti = task % tiles;
       const int64_t bc = task / tiles;
       const int64_t b = bc / C, c = bc % C;
-      const T* gk[4];
-      for (int k = 0; k < 4; ++k) gk[k] = g + ((b * 4 + k) * C + c) * plane;
+      const T* g0 = g + ((b * 4 + 0) * C + c) * plane;
+      const T* g1 = g + ((b * 4 + 1) * C + c) * plane;
+      const T* g2 = g + ((b * 4 + 2) * C + c) * plane;
+      const T* g3 = g + ((b * 4 + 3) * C + c) * plane;
       T* d = dx + bc * plane;
       const int64_t y1 = std::min(S, (ti + 1) * kTile);
       for (int64_t tx = 0; tx < S; tx += kTile) {
         const int64_t x1 = std::min(S, tx + kTile);
         for (int64_t y = ti * kTile; y < y1; ++y)
           for (int64_t x = tx; x < x1; ++x) {
-            A sum = A(load(gk[0] + y * S + x));
-            for (int k = 1; k < 4; ++k) sum += A(load(gk[k] + rotation_source(4 - k, y, x, S)));
+            // (y, x) was read by rotation 1 at (S-1-x, y), 2 at (S-1-y, S-1-x), 3 at (x, S-1-y)
+            A sum = A(load(g0 + y * S + x));
+            sum += A(load(g1 + (S - 1 - x) * S + y));
+            sum += A(load(g2 + (S - 1 - y) * S + (S - 1 - x)));
+            sum += A(load(g3 + x * S + (S - 1 - y)));
             store(d + y * S + x, sum);
           }
       }
