@@ -1,9 +1,11 @@
 """The ``pyssl`` command (also ``python -m pyssl``).
 
 pyssl demo                     SimCLR on digits, then the label-efficiency study
+pyssl demo --method rotnet     the same study for RotNet (or jigsaw)
 pyssl pretrain --method simclr --data digits --out runs/simclr
 pyssl finetune --checkpoint runs/simclr/checkpoint.pt --protocol linear --label-fraction 0.1
 pyssl report runs/simclr runs/byol
+pyssl word2vec --compare-gensim  skip-gram with negative sampling on the pydoc corpus
 pyssl bench | info | mae-picture
 """
 
@@ -386,6 +388,10 @@ def _parser() -> _Parser:
         help="folder to write report.md and accuracy.png into, created if missing "
         "(default: %(default)s)",
     )
+
+    from pyssl import word2vec as _word2vec
+
+    _word2vec.add_parser(sub)
 
     b = sub.add_parser(
         "bench",
@@ -874,6 +880,10 @@ def _run(a: argparse.Namespace) -> int:
         label_efficiency_demo(
             out, method=a.method, seeds=a.seeds, cfg=cfg, progress=not a.no_progress
         )
+    elif a.command == "word2vec":
+        from pyssl import word2vec
+
+        word2vec.run(a)
     elif a.command == "pretrain":
         _pretrain(a)
     elif a.command == "finetune":

@@ -464,3 +464,16 @@ def test_series_pretrain_then_finetune_and_data_kind_errors(capsys, folder, tmp_
     assert rc == 2 and "ts2vec trains on series" in err
     rc, _, err = run(capsys, "pretrain", "--method", "simclr", "--data", "mnist1d")
     assert rc == 2 and "simclr trains on images or text" in err
+
+
+def test_word2vec_command_through_main(capsys, tmp_path):
+    text = ["the cat sat on the mat", "a dog sat on a log", "the cat and the dog"] * 30
+    (tmp_path / "c.txt").write_text("\n\n".join(text))
+    rc, out, err = run(capsys, "word2vec", "--data", str(tmp_path / "c.txt"), "--min-count", "1",
+                       "--epochs", "2", "--words", "cat,zebra", "--no-progress")  # fmt: skip
+    assert rc == 0, err
+    assert "words/s" in out and "cat: " in out and "zebra: not in the vocabulary" in out
+    rc, _, err = run(capsys, "word2vec", "--data", str(tmp_path / "missing.txt"))
+    assert rc != 0 and "missing.txt" in err
+    rc, _, err = run(capsys, "word2vec", "--vector-size", "0")
+    assert rc == 2 and "vector" in err
