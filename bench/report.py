@@ -704,9 +704,6 @@ def augment_section(max_foreign: float | None, all_builds: bool) -> list[str]:
     return lines + [""]
 
 
-if __name__ == "__main__":
-    main()
-
 
 # Families whose ops are passes over memory (no FLOPs in their floor): one table per case.
 BYTES_FAMILIES = {
@@ -768,3 +765,7 @@ def bytes_family_section(
             )
     lines.append("")
     return lines
+
+
+if __name__ == "__main__":
+    main()
