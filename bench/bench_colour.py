@@ -35,11 +35,9 @@ import ceilings  # noqa: E402
 ceilings.use_working_tree_if_built()
 
 from bench_masking import (  # noqa: E402, F401  (the ceiling tests run here too)
-    ForeignCpu,
-    _record_skip,
-    memory_info,
     test_ceiling_copy,
-    wait_for_quiet,
+    test_ceiling_matmul,
+    time_entry,
 )
 
 from pyssl.ops.colour import lab_to_rgb, rgb_to_lab  # noqa: E402
@@ -104,32 +102,9 @@ def step(case: str, mode: str, impl: str) -> Callable[[], None]:
 @pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize(("case", "mode"), CASES, ids=[f"{c}-{m}" for c, m in CASES])
 def test_colour(benchmark: Any, case: str, mode: str, impl: str) -> None:
-    group = f"{case} {mode}"
-    benchmark.group = group
-    fn = step(case, mode, impl)
-    try:  # compiled entries compile here, outside the timing
-        t0 = time.perf_counter()
-        fn()
-        first_ms = (time.perf_counter() - t0) * 1e3
-    except Exception as exc:  # only torch.compile may fail, with its reason recorded
-        if impl != "compiled":
-            raise
-        reason = f"torch.compile failed: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}"
-        _record_skip(f"{group} / {impl}", reason)
-        pytest.skip(reason)
-    for _ in range(3):
-        fn()
     nbytes, how = counts(mode)
-    info: dict[str, Any] = {"case": case, "mode": mode, "impl": impl, "bytes": nbytes,
-                            "flops": 0, "bytes_counted": how, "warmup_first_ms": first_ms,
-                            "threads": torch.get_num_threads()}  # fmt: skip
-    if mode == "fwd+bwd":
-        info.update(memory_info(fn))
-    info["waited_for_quiet_s"] = wait_for_quiet()
-    benchmark.extra_info.update(info)
-    with ForeignCpu() as other:
-        benchmark(fn)
-    benchmark.extra_info["foreign_cpu_cores"] = other.cores
+    info = {"case": case, "mode": mode, "bytes": nbytes, "flops": 0, "bytes_counted": how}
+    time_entry(benchmark, f"{case} {mode}", impl, step(case, mode, impl), info)
 
 
 if __name__ == "__main__":

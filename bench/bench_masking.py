@@ -326,6 +326,36 @@ def _record_skip(name: str, reason: str) -> None:
         json.dump(skips, f, indent=2)
 
 
+def time_entry(
+    benchmark: Any, group: str, impl: str, fn: Callable[[], None], info: dict[str, Any]
+) -> None:
+    """The shared shape of a timed entry (the pretext and colour benchmarks): a first call
+    outside the timing (compiled entries compile there; only they may fail, the reason
+    recorded and the entry skipped), 3 warm calls, ``info`` plus the first call's time and, for
+    fwd+bwd, the allocator's peak, then the timing with the foreign CPU it overlapped."""
+    benchmark.group = group
+    try:
+        t0 = time.perf_counter()
+        fn()
+        first_ms = (time.perf_counter() - t0) * 1e3
+    except Exception as exc:
+        if impl != "compiled":
+            raise
+        reason = f"torch.compile failed: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}"
+        _record_skip(f"{group} / {impl}", reason)
+        pytest.skip(reason)
+    for _ in range(3):
+        fn()
+    info = {**info, "impl": impl, "warmup_first_ms": first_ms, "threads": torch.get_num_threads()}
+    if info.get("mode") == "fwd+bwd":
+        info.update(memory_info(fn))
+    info["waited_for_quiet_s"] = wait_for_quiet()
+    benchmark.extra_info.update(info)
+    with ForeignCpu() as other:
+        benchmark(fn)
+    benchmark.extra_info["foreign_cpu_cores"] = other.cores
+
+
 @pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize(("case", "mode"), CASES, ids=[f"{c}-{m}" for c, m in CASES])
 def test_masking(benchmark: Any, case: str, mode: str, impl: str) -> None:
