@@ -704,7 +704,6 @@ def augment_section(max_foreign: float | None, all_builds: bool) -> list[str]:
     return lines + [""]
 
 
-
 # Families whose ops are passes over memory (no FLOPs in their floor): one table per case.
 BYTES_FAMILIES = {
     "pretext": "Pretext: RotNet rotations and jigsaw shuffles",
