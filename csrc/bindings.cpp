@@ -3,13 +3,13 @@
 #include <pybind11/stl.h>
 
 #include "augment/augment.h"
+#include "colour/colour.h"
 #include "contrastive/contrastive.h"
 #include "masking/masking.h"
+#include "pretext/pretext.h"
 #include "pyssl/common.h"
 #include "pyssl/parallel.h"
 #include "text/text.h"
-#include "colour/colour.h"
-#include "pretext/pretext.h"
 #include "word2vec/word2vec.h"
 
 #ifndef PYSSL_VERSION
@@ -189,8 +189,8 @@ void bind_pretext_cpu(M& m) {
   auto sub = m.def_submodule("pretext_cpu");
   const auto nogil = py::call_guard<py::gil_scoped_release>();
   sub.def("rotations", &ns::rotations, py::arg("imgs"), py::arg("out"), nogil);
-  sub.def("rotations_backward", &ns::rotations_backward, py::arg("grad_out"),
-          py::arg("grad_imgs"), nogil);
+  sub.def("rotations_backward", &ns::rotations_backward, py::arg("grad_out"), py::arg("grad_imgs"),
+          nogil);
 }
 
 // The word2vec family (skip-gram with negative sampling): CPU entry points.
