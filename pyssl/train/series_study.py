@@ -192,6 +192,7 @@ def ts2vec_study(
     depth: int = 6,
     num_samples: int = 5000,
     supervised_steps: int = 500,
+    mask_p: float = 1.0,
     out_dir: str | None = None,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
@@ -205,6 +206,13 @@ def ts2vec_study(
     * ``supervised`` / ``from-scratch``: :func:`supervised_baseline` (its step budget
       ``supervised_steps``; 0 leaves it out);
     * ``raw-series`` / ``linear``: logistic regression on the 40 raw values.
+
+    ``mask_p``: TS2Vec's timestamp keep-probability during pretraining. Published 0.5; here
+    1.0 (no timestamp masking), chosen on a validation split carved from the training set
+    (1,000 series held out, probes fitted on 400 labels of the other 3,000; two seeds): with
+    the mask the probe fell to 73.5% / 71.6% after 600 steps, below the random-init encoder's
+    77.9% / 79.3%; without it, 81.1% / 82.3% (docs/time-series.md). Nothing was chosen on the
+    test split.
     """
     from pyssl.methods.ts2vec import TS2Vec
     from pyssl.models.tcn import TSEncoder
@@ -217,7 +225,7 @@ def ts2vec_study(
     assert train.labels is not None and test.labels is not None
     times: dict[str, float] = {"data": time.perf_counter() - t0}
     torch.manual_seed(seed)
-    method = TS2Vec(make_encoder())
+    method = TS2Vec(make_encoder(), mask_p=mask_p)
     cfg = PretrainConfig(
         steps=steps,
         batch_size=batch_size,
