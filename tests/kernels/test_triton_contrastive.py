@@ -395,14 +395,16 @@ def test_lse_backward_none_outputs_are_skipped():
     """Each output alone (one launch of the two-launch kernel, whatever the mode) equals its
     value from the deterministic full launch (bit for bit where the same program computes it;
     dscale without dq comes from the dk launch: other rounding); the single pass's full launch
-    equals it to float tolerance."""
+    equals it to float tolerance: it sums the same float32 partials in another order, so they
+    may differ by a few ulps of the partials' magnitude (1.6e-5 seen on a value of 0.58 where
+    numpy's float32 matmul, the interpreter's tl.dot, rounds differently)."""
     q, k = inputs(21, 34, 40, torch.float32, False, 5)
     row, col = stats_for(q, k, 3.0, 1, 5)
     with deterministic_algorithms():
         full = run_lse_backward(q, k, 3.0, 1, row, col)
     fused = run_lse_backward(q, k, 3.0, 1, row, col)
     for out, ref in zip(fused, full):
-        torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-5)
     for want in (("dq",), ("dk",), ("dscale",), ("dq", "dscale"), ("dk", "dscale")):
         got = run_lse_backward(q, k, 3.0, 1, row, col, want)
         for name, out, ref in zip(("dq", "dk", "dscale"), got, full):
@@ -456,9 +458,12 @@ def ce_precision(q, k, scale, row_pos, col_pos):
     rounding term, the error of an out-of-tile subtraction), each a [rows] tensor of the row's
     largest error over D.
 
-    * statistics term: row_lse/col_lse are float32 numbers of magnitude |s|, each within
-      eps32 * |lse| of the exact value, which the backward's exp turns into a relative error of
-      every P_ij (C_ij); eager cross-entropy stores no rounded lse (its log_softmax forms
+    * statistics term: the backward's P_ij = exp(s_ij - lse_i) takes the float32 lse (one
+      rounding of a number of magnitude |s| on top of the rounding of its own max + log-sum) and
+      a recomputed float32 s_ij (a third rounding of magnitude |s|): 3 eps32 |lse| of relative
+      error in every P_ij (C_ij). With one rounding counted, the bound held on one CPU and was
+      exceeded 1.2-1.3x on another, where numpy's float32 matmul (the interpreter's tl.dot)
+      rounds the logits differently; eager cross-entropy stores no rounded lse (its log_softmax forms
       (s - max) - log(sum), which is exact for the top logit), so at large logits this term,
       not the place of the subtraction, is what separates the kernel from eager;
     * rounding term (16-bit inputs): G is rounded to the inputs' dtype for the dot and dq, dk
@@ -495,8 +500,8 @@ def ce_precision(q, k, scale, row_pos, col_pos):
     hot = onehot(rp, n, m, True).double() / (2 * n) + onehot(cp, n, m, False).double() / (2 * m)
     g = wp + wc - hot
     eps32 = torch.finfo(torch.float32).eps
-    t = wp * eps32 * row_lse.cpu().double().abs()[:, None]
-    t = t + wc * eps32 * col_lse.cpu().double().abs()[None, :]
+    t = wp * 3 * eps32 * row_lse.cpu().double().abs()[:, None]
+    t = t + wc * 3 * eps32 * col_lse.cpu().double().abs()[None, :]
     e16 = torch.finfo(dt).eps if dt != torch.float32 else 0.0
     g_alt = (wp + wc).to(dt).double() - hot
     rows = []
