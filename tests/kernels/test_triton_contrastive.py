@@ -463,8 +463,8 @@ def ce_precision(q, k, scale, row_pos, col_pos):
       a recomputed float32 s_ij (a third rounding of magnitude |s|): 3 eps32 |lse| of relative
       error in every P_ij (C_ij). With one rounding counted, the bound held on one CPU and was
       exceeded 1.2-1.3x on another, where numpy's float32 matmul (the interpreter's tl.dot)
-      rounds the logits differently; eager cross-entropy stores no rounded lse (its log_softmax forms
-      (s - max) - log(sum), which is exact for the top logit), so at large logits this term,
+      rounds the logits differently; eager cross-entropy stores no rounded lse (its log_softmax
+      forms (s - max) - log(sum), which is exact for the top logit), so at large logits this term,
       not the place of the subtraction, is what separates the kernel from eager;
     * rounding term (16-bit inputs): G is rounded to the inputs' dtype for the dot and dq, dk
       are rounded on output, an ulp of |G| and of |dq| (a full ulp: the interpreter truncates).
