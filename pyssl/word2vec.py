@@ -526,16 +526,63 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument(
         "--data", default="pydoc", help="'pydoc' or a text file / folder (default: %(default)s)"
     )
-    p.add_argument("--vector-size", type=int, default=100, help="(default: %(default)s)")
-    p.add_argument("--window", type=int, default=5, help="(default: %(default)s)")
-    p.add_argument("--negative", type=int, default=5, help="(default: %(default)s)")
-    p.add_argument("--sample", type=float, default=1e-3, help="(default: %(default)s)")
-    p.add_argument("--min-count", type=int, default=5, help="(default: %(default)s)")
-    p.add_argument("--alpha", type=float, default=0.025, help="(default: %(default)s)")
-    p.add_argument("--min-alpha", type=float, default=0.0001, help="(default: %(default)s)")
-    p.add_argument("--epochs", type=int, default=5, help="(default: %(default)s)")
-    p.add_argument("--workers", type=int, default=None, help="threads (default: torch's)")
-    p.add_argument("--seed", type=int, default=1, help="(default: %(default)s)")
+    p.add_argument(
+        "--vector-size",
+        type=int,
+        default=100,
+        help="dimensions of each word vector (default: %(default)s)",
+    )
+    p.add_argument(
+        "--window",
+        type=int,
+        default=5,
+        help="largest context window each side; each centre draws 1..window (default: %(default)s)",
+    )
+    p.add_argument(
+        "--negative",
+        type=int,
+        default=5,
+        help="negative words drawn per context pair from unigram^0.75 (default: %(default)s)",
+    )
+    p.add_argument(
+        "--sample",
+        type=float,
+        default=1e-3,
+        help="frequent-word subsampling threshold, 0 keeps every word (default: %(default)s)",
+    )
+    p.add_argument(
+        "--min-count",
+        type=int,
+        default=5,
+        help="words seen fewer times are dropped from the vocabulary (default: %(default)s)",
+    )
+    p.add_argument(
+        "--alpha",
+        type=float,
+        default=0.025,
+        help="starting learning rate, decayed linearly to --min-alpha (default: %(default)s)",
+    )
+    p.add_argument(
+        "--min-alpha",
+        type=float,
+        default=0.0001,
+        help="learning rate at the end of training (default: %(default)s)",
+    )
+    p.add_argument(
+        "--epochs", type=int, default=5, help="passes over the corpus (default: %(default)s)"
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="training threads, lock-free as in word2vec.c (default: torch's thread count)",
+    )
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=1,
+        help="seed of the initial vectors and the random draws (default: %(default)s)",
+    )
     p.add_argument(
         "--words",
         default=",".join(DEFAULT_WORDS),

@@ -20,7 +20,11 @@ RECIPE = {
     "vicreg": augment.BYOLAugment,
     "dino": augment.DINOAugment,
     "mae": augment.MAEAugment,
+    "rotnet": augment.MAEAugment,  # the pretext ops make the task's inputs from one view
+    "jigsaw": augment.MAEAugment,
 }
+# colourisation's FlipViews (tests/methods/test_colorization.py); ts2vec and mlm: not images
+NO_RECIPE = {"colorization", "ts2vec", "mlm"}
 
 
 def images(n: int = 4, size: int = 32, seed: int = 0) -> torch.Tensor:
@@ -84,4 +88,4 @@ def test_bad_augment_arguments() -> None:
         m.default_augment(32, 2)
     with pytest.raises(ValueError, match="image_size"):
         m.default_augment(0, 3)
-    assert set(RECIPE) == set(METHODS) - {"mlm"}
+    assert set(RECIPE) == set(METHODS) - NO_RECIPE
