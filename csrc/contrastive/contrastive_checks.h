@@ -14,18 +14,9 @@ inline std::string str(int64_t v) { return std::to_string(v); }
 // The accumulation dtype of a floating input dtype.
 inline DType acc_dtype(DType t) { return t == DType::f64 ? DType::f64 : DType::f32; }
 
-// check_view of a floating array, except that an empty one counts as contiguous whatever its
-// strides (torch gives empty tensors arbitrary strides and calls them contiguous).
+// A floating array of ndim dimensions (View::contiguous accepts an empty one whatever its
+// strides, as torch does).
 inline void check_array(const View& v, const char* name, int64_t ndim) {
-  if (v.numel() == 0 && v.dim() == ndim) {
-    View c = v;
-    int64_t stride = 1;
-    for (int64_t d = ndim - 1; d >= 0; --d) {
-      c.strides[static_cast<size_t>(d)] = stride;
-      stride *= c.shape[static_cast<size_t>(d)];
-    }
-    return check_view(c, name, ndim, true);
-  }
   check_view(v, name, ndim, true);
 }
 
