@@ -178,11 +178,7 @@ def main() -> None:
     bandwidth, flop_rate, ceiling_src = ceilings_from(entries)
     cached = next((e for e in entries.values() if e["extra"].get("ceiling") == "cached_copy"), None)
     cached_bw = cached["extra"]["bytes"] / cached["median"] if cached else float("nan")
-    by_group: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
-    for entry in entries.values():
-        ex = entry["extra"]
-        if "impl" in ex:
-            by_group[f"{ex['case']} {ex['mode']}"][ex["impl"]] = entry
+    by_group = group_by_impl(entries)
     skips: dict[str, Any] = {}
     skips_path = os.path.join(RESULTS_DIR, "skips.json")
     if os.path.exists(skips_path):
@@ -390,6 +386,29 @@ C_IMPLS = ["pyssl", "eager", "compiled", "peer"]
 LARGE_MAX_EXTRA = 2**30
 
 
+def newest_build_runs(paths: list[str], all_builds: bool) -> list[dict[str, Any]]:
+    """The runs in ``paths`` by date; unless ``all_builds``, only those of the newest run's
+    build of the core (``pyssl_core_build``)."""
+    runs = sorted(load(paths), key=lambda r: r.get("datetime", ""))
+    build = runs[-1]["machine_info"].get("pyssl_core_build")
+    if all_builds:
+        return runs
+    return [r for r in runs if r["machine_info"].get("pyssl_core_build") == build]
+
+
+def group_by_impl(
+    entries: dict[str, dict[str, Any]], with_mode: bool = True
+) -> dict[str, dict[str, dict[str, Any]]]:
+    """``{"case mode": {impl: entry}}`` (``{case: {impl: entry}}`` without the mode) of the
+    entries that name an implementation."""
+    groups: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
+    for entry in entries.values():
+        ex = entry["extra"]
+        if "impl" in ex:
+            groups[f"{ex['case']} {ex['mode']}" if with_mode else ex["case"]][ex["impl"]] = entry
+    return groups
+
+
 def contrastive_section(max_foreign: float | None, all_builds: bool) -> list[str]:
     """The contrastive runs (bench_contrastive.py): contrastive-*.json and the --large run."""
     paths = sorted(glob.glob(os.path.join(RESULTS_DIR, "contrastive-*.json")))
@@ -398,17 +417,10 @@ def contrastive_section(max_foreign: float | None, all_builds: bool) -> list[str
     lines = ["", "# Contrastive losses", ""]
     if not paths:
         return lines + ["No runs of `bench/bench_contrastive.py` in `bench/.results/`.", ""]
-    runs = sorted(load(paths), key=lambda r: r.get("datetime", ""))
-    build = runs[-1]["machine_info"].get("pyssl_core_build")
-    if not all_builds:
-        runs = [r for r in runs if r["machine_info"].get("pyssl_core_build") == build]
+    runs = newest_build_runs(paths, all_builds)
     entries = combine(runs, max_foreign)
     bandwidth, flop_rate, src = ceilings_from(entries)
-    by_group: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
-    for entry in entries.values():
-        ex = entry["extra"]
-        if "impl" in ex:
-            by_group[f"{ex['case']} {ex['mode']}"][ex["impl"]] = entry
+    by_group = group_by_impl(entries)
     skips: dict[str, Any] = {}
     skips_path = os.path.join(RESULTS_DIR, "skips.json")
     if os.path.exists(skips_path):
@@ -552,17 +564,10 @@ def text_section(max_foreign: float | None, all_builds: bool) -> list[str]:
     lines = ["", "# Text: masked-token ops, LM loss and mask samplers", ""]
     if not paths:
         return lines + ["No runs of `bench/bench_text.py` in `bench/.results/`.", ""]
-    runs = sorted(load(paths), key=lambda r: r.get("datetime", ""))
-    build = runs[-1]["machine_info"].get("pyssl_core_build")
-    if not all_builds:
-        runs = [r for r in runs if r["machine_info"].get("pyssl_core_build") == build]
+    runs = newest_build_runs(paths, all_builds)
     entries = combine(runs, max_foreign)
     _, flop_rate, src = ceilings_from(entries)
-    by_group: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
-    for entry in entries.values():
-        ex = entry["extra"]
-        if "impl" in ex:
-            by_group[f"{ex['case']} {ex['mode']}"][ex["impl"]] = entry
+    by_group = group_by_impl(entries)
     m = runs[-1]["machine_info"]
     lines += [
         "Generated from runs of `bench/bench_text.py` (see its docstring for the cases): CPU, "
@@ -656,17 +661,10 @@ def augment_section(max_foreign: float | None, all_builds: bool) -> list[str]:
     lines = ["", "# Augmentation", ""]
     if not paths:
         return lines + ["No runs of `bench/bench_augment.py` in `bench/.results/`.", ""]
-    runs = sorted(load(paths), key=lambda r: r.get("datetime", ""))
-    build = runs[-1]["machine_info"].get("pyssl_core_build")
-    if not all_builds:
-        runs = [r for r in runs if r["machine_info"].get("pyssl_core_build") == build]
+    runs = newest_build_runs(paths, all_builds)
     entries = combine(runs, max_foreign)
     bandwidth, _, src = ceilings_from(entries)
-    by_case: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
-    for entry in entries.values():
-        ex = entry["extra"]
-        if "impl" in ex:
-            by_case[ex["case"]][ex["impl"]] = entry
+    by_case = group_by_impl(entries, with_mode=False)
     m = runs[-1]["machine_info"]
     lines += [
         "Generated from runs of `bench/bench_augment.py` (see its docstring): CPU, 2 threads, "
@@ -721,17 +719,10 @@ def bytes_family_section(
     lines = ["", f"# {title}", ""]
     if not paths:
         return lines + [f"No runs of `bench/bench_{family}.py` in `bench/.results/`.", ""]
-    runs = sorted(load(paths), key=lambda r: r.get("datetime", ""))
-    build = runs[-1]["machine_info"].get("pyssl_core_build")
-    if not all_builds:
-        runs = [r for r in runs if r["machine_info"].get("pyssl_core_build") == build]
+    runs = newest_build_runs(paths, all_builds)
     entries = combine(runs, max_foreign)
     bandwidth, _, src = ceilings_from(entries)
-    by_group: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
-    for entry in entries.values():
-        ex = entry["extra"]
-        if "impl" in ex:
-            by_group[f"{ex['case']} {ex['mode']}"][ex["impl"]] = entry
+    by_group = group_by_impl(entries)
     m = runs[-1]["machine_info"]
     lines += [
         f"Generated from runs of `bench/bench_{family}.py` (its docstring gives the shapes and "
