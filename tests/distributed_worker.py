@@ -95,12 +95,15 @@ def worker(rank: int, init: str, out: str) -> None:
             "a": a.grad,
             "queue": module.queue.features().clone(),  # type: ignore[union-attr]
         }
-        torch.save(result, f"{out}.{rank}")
         all_grad = distributed.all_gather(torch.ones(2, 1))
         assert all_grad.shape == (2 * WORLD, 1)
-        # every process past its last collective before any tears gloo down (a rank that
-        # destroyed the group while its peer still had the last exchange in flight once
-        # aborted with "terminate called without an active exception")
-        dist.barrier()
-    finally:
+        dist.barrier()  # every process is past its last collective
+        torch.save(result, f"{out}.{rank}")
+    except BaseException:
         dist.destroy_process_group()
+        raise
+    # gloo's teardown (destroy_process_group, or its threads' destructors at exit) aborted both
+    # ranks with "terminate called without an active exception" in about one CI run in ten on
+    # this VM, after all the work was done and saved, even with the barrier; nothing is left to
+    # check, so the process ends here without running it
+    os._exit(0)
