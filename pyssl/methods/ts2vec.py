@@ -48,18 +48,20 @@ def _nt(a: Tensor, b: Tensor, backend: str | None) -> Tensor:
 def instance_loss(z1: Tensor, z2: Tensor, *, backend: str | None = None) -> Tensor:
     """TS2Vec's ``instance_contrastive_loss`` of ``z1``, ``z2`` ``[B, T, D]``: the mean over
     the ``T`` timestamps of NT-Xent (raw dot products, temperature 1) over the 2B views; 0 for
-    ``B = 1``. One :func:`~pyssl.ops.contrastive.nt_xent` call per timestamp."""
+    ``B = 1``. One grouped :func:`~pyssl.ops.contrastive.nt_xent` call, a group per
+    timestamp."""
     if z1.shape[0] == 1:
         return z1.new_zeros((), dtype=torch.float64 if z1.dtype == torch.float64 else None)
-    return torch.stack([_nt(z1[:, t], z2[:, t], backend) for t in range(z1.shape[1])]).mean()
+    return _nt(z1.transpose(0, 1).contiguous(), z2.transpose(0, 1).contiguous(), backend)
 
 
 def temporal_loss(z1: Tensor, z2: Tensor, *, backend: str | None = None) -> Tensor:
     """TS2Vec's ``temporal_contrastive_loss`` of ``z1``, ``z2`` ``[B, T, D]``: the mean over the
-    ``B`` series of NT-Xent over the 2T timestamps of the two views; 0 for ``T = 1``."""
+    ``B`` series of NT-Xent over the 2T timestamps of the two views; 0 for ``T = 1``. One
+    grouped :func:`~pyssl.ops.contrastive.nt_xent` call, a group per series."""
     if z1.shape[1] == 1:
         return z1.new_zeros((), dtype=torch.float64 if z1.dtype == torch.float64 else None)
-    return torch.stack([_nt(z1[b], z2[b], backend) for b in range(z1.shape[0])]).mean()
+    return _nt(z1, z2, backend)
 
 
 def hierarchical_loss(

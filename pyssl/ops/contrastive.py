@@ -48,10 +48,20 @@ def _launch_scalars(backend: str, *scalars: Tensor) -> list[float | Tensor]:
 
 
 def _excluded_pairs(q: Tensor, k: Tensor, exclude_offset: int) -> tuple[Tensor, Tensor]:
-    i = torch.arange(q.shape[0], device=q.device)
+    i = torch.arange(q.shape[-2], device=q.device)
     j = i + exclude_offset
-    ok = (j >= 0) & (j < k.shape[0])
+    ok = (j >= 0) & (j < k.shape[-2])
     return i[ok], j[ok]
+
+
+def _groups(*tensors: Tensor | None) -> list[tuple[Tensor | None, ...]]:
+    """The per-group slices of grouped (3-D features, 2-D statistics) tensors, or the tensors
+    themselves as one group: the kernels take one [N, D] problem per launch."""
+    q = tensors[0]
+    assert q is not None
+    if q.dim() == 2:
+        return [tensors]
+    return [tuple(None if t is None else t[g] for t in tensors) for g in range(q.shape[0])]
 
 
 def _positive_logits(q: Tensor, k: Tensor, scale: Tensor, pos: Tensor | None, rows: bool) -> Tensor:
@@ -59,8 +69,13 @@ def _positive_logits(q: Tensor, k: Tensor, scale: Tensor, pos: Tensor | None, ro
     if pos is None:
         return q.new_zeros((), dtype=_stat_dtype(q))
     # a position out of range names no positive (as in the kernels): its logit counts as 0
-    valid = (pos >= 0) & (pos < (k.shape[0] if rows else q.shape[0]))
+    valid = (pos >= 0) & (pos < (k.shape[-2] if rows else q.shape[-2]))
     safe = torch.where(valid, pos, 0)
+    if q.dim() == 3:  # groups: [G, N] dots, the positions shared by every group
+        a, b = (q, k[:, safe]) if rows else (q[:, safe], k)
+        dt = _stat_dtype(q)
+        dots = (a.to(dt) * b.to(dt)).sum(-1)
+        return torch.where(valid, scale.to(dt) * dots, 0)
     dots = torch.empty(pos.shape[0], dtype=_stat_dtype(q), device=q.device)
     # in chunks of rows: the gathered partners and their float32 copies stay a few MiB, not
     # several times the size of q (at N = 2**24 rows of bf16 D = 128 that was 28 GiB)
@@ -90,28 +105,31 @@ def _ce(
     q, k = q.contiguous(), k.contiguous()
     if backend == "reference":
         dt = _stat_dtype(q)
-        s = scale.to(dt) * (q.to(dt) @ k.to(dt).T)
+        s = scale.to(dt) * (q.to(dt) @ k.to(dt).transpose(-1, -2))
         if has_exclude:
-            s = s.index_put(_excluded_pairs(q, k, exclude_offset), s.new_tensor(-float("inf")))
-        row_lse = torch.logsumexp(s, 1) if rows else s.new_empty(0)
-        col_lse = torch.logsumexp(s, 0) if cols else s.new_empty(0)
+            i, j = _excluded_pairs(q, k, exclude_offset)
+            s = s.clone()
+            s[..., i, j] = -float("inf")
+        row_lse = torch.logsumexp(s, -1) if rows else s.new_empty(0)
+        col_lse = torch.logsumexp(s, -2) if cols else s.new_empty(0)
     else:
         _, _, row_lse, col_lse = _ce_fake(
             q, k, scale, exclude_offset, has_exclude, row_pos, col_pos, rows, cols, backend
         )
         (sc,) = _launch_scalars(backend, scale)
-        launch(
-            "contrastive",
-            "lse_forward",
-            backend,
-            q,
-            k,
-            sc,
-            exclude_offset,
-            has_exclude,
-            row_lse if rows else None,
-            col_lse if cols else None,
-        )
+        for qg, kg, rg, cg in _groups(q, k, row_lse if rows else None, col_lse if cols else None):
+            launch(
+                "contrastive",
+                "lse_forward",
+                backend,
+                qg,
+                kg,
+                sc,
+                exclude_offset,
+                has_exclude,
+                rg,
+                cg,
+            )
     row_loss = row_lse - _positive_logits(q, k, scale, row_pos, True) if rows else row_lse.clone()
     col_loss = col_lse - _positive_logits(q, k, scale, col_pos, False) if cols else col_lse.clone()
     return row_loss, col_loss, row_lse, col_lse
@@ -120,8 +138,8 @@ def _ce(
 @_ce.register_fake
 def _ce_fake(q, k, scale, exclude_offset, has_exclude, row_pos, col_pos, rows, cols, backend):  # type: ignore[no-untyped-def]  # noqa: E501
     dt = _stat_dtype(q)
-    row = q.new_empty(q.shape[0] if rows else 0, dtype=dt)
-    col = q.new_empty(k.shape[0] if cols else 0, dtype=dt)
+    row = q.new_empty(q.shape[:-1] if rows else (0,), dtype=dt)
+    col = q.new_empty(k.shape[:-1] if cols else (0,), dtype=dt)
     return row, col, torch.empty_like(row), torch.empty_like(col)
 
 
@@ -151,25 +169,26 @@ def _ce_backward(
     if backend == "reference":
         dt = _stat_dtype(q)
         qq, kk = q.to(dt), k.to(dt)
-        dots = qq @ kk.T
+        dots = qq @ kk.transpose(-1, -2)
         s = scale.to(dt) * dots
         g = torch.zeros_like(s)
-        rows_i = torch.arange(q.shape[0], device=q.device)
-        cols_j = torch.arange(k.shape[0], device=q.device)
+        rows_i = torch.arange(q.shape[-2], device=q.device)
+        cols_j = torch.arange(k.shape[-2], device=q.device)
         if row_w is not None:
-            p = torch.exp(s - row_lse[:, None])
+            p = torch.exp(s - row_lse[..., :, None])
             if row_pos is not None:  # the positive's one-hot (out-of-range: none)
                 p = p - (cols_j[None, :] == row_pos[:, None]).to(dt)
-            g = g + row_w.to(dt)[:, None] * p
+            g = g + row_w.to(dt)[..., :, None] * p
         if col_w is not None:
-            c = torch.exp(s - col_lse[None, :])
+            c = torch.exp(s - col_lse[..., None, :])
             if col_pos is not None:
                 c = c - (rows_i[:, None] == col_pos[None, :]).to(dt)
-            g = g + col_w.to(dt)[None, :] * c
+            g = g + col_w.to(dt)[..., None, :] * c
         if has_exclude:
-            g = g.index_put(_excluded_pairs(q, k, exclude_offset), g.new_zeros(()))
+            i, j = _excluded_pairs(q, k, exclude_offset)
+            g[..., i, j] = 0
         dq = (scale.to(dt) * g @ kk).to(q.dtype) if want_dq else q.new_empty(0)
-        dk = (scale.to(dt) * g.T @ qq).to(k.dtype) if want_dk else k.new_empty(0)
+        dk = (scale.to(dt) * g.transpose(-1, -2) @ qq).to(k.dtype) if want_dk else k.new_empty(0)
         return dq, dk, (g * dots).sum()
     dq, dk, dscale = _ce_backward_fake(
         q,
@@ -188,26 +207,25 @@ def _ce_backward(
         backend,
     )
     (sc,) = _launch_scalars(backend, scale)
-    launch(
-        "contrastive",
-        "lse_backward",
-        backend,
+    # one launch per group (the positions are shared by every group); each writes its own
+    # slot of the scale's gradient, summed after
+    dscales = dscale.new_zeros(q.shape[0]) if q.dim() == 3 else dscale
+    groups = _groups(
         q,
         k,
-        sc,
-        exclude_offset,
-        has_exclude,
         _if_weighted(row_lse, row_w),
         _if_weighted(row_w, row_w),
-        _if_weighted(row_pos, row_w),
         _if_weighted(col_lse, col_w),
         _if_weighted(col_w, col_w),
-        _if_weighted(col_pos, col_w),
         dq if want_dq else None,
         dk if want_dk else None,
-        dscale,
+        dscales,
     )
-    return dq, dk, dscale
+    for qg, kg, rl, rw, cl, cw, dqg, dkg, dsg in groups:
+        rp, cp = _if_weighted(row_pos, rw), _if_weighted(col_pos, cw)
+        args = (qg, kg, sc, exclude_offset, has_exclude, rl, rw, rp, cl, cw, cp, dqg, dkg, dsg)
+        launch("contrastive", "lse_backward", backend, *args)
+    return dq, dk, dscales.sum() if q.dim() == 3 else dscale
 
 
 @_ce_backward.register_fake
@@ -299,6 +317,10 @@ def softmax_cross_entropy(
     (0: the diagonal, NT-Xent's self-similarity). The positives' one-hot is subtracted inside
     the backward's tiles, so the gradient keeps the precision of ``softmax - onehot``. Results
     are float32 (float64 for float64 inputs); an unrequested side is an empty tensor.
+
+    Grouped: ``q [G, N, D]``, ``k [G, M, D]`` are G independent problems in one call (the
+    positions shared by every group), giving ``[G, N]`` / ``[G, M]`` losses; the kernels run
+    once per group, without the per-call dispatch cost of G separate calls.
     """
     row_loss, col_loss, _, _ = _ce(
         q,
@@ -585,8 +607,16 @@ def nt_xent(
     excluded; the mean over the 2N rows is returned (float32; float64 for float64 inputs).
     With ``gather``, every process's views are the negatives (lightly's
     ``gather_distributed=True``).
+
+    ``z1``, ``z2`` may also be ``[G, N, D]``: G independent NT-Xent problems in one call (e.g.
+    TS2Vec's one per timestamp), returning the mean of their losses, which equals
+    ``torch.stack([nt_xent(z1[g], z2[g]) for g in range(G)]).mean()`` without G dispatches.
     """
     check_backend_arg(backend)
+    if isinstance(z1, Tensor) and z1.dim() == 3:
+        if gather:
+            raise ValueError("gather: not supported with grouped [G, N, D] inputs")
+        return _grouped_nt_xent(z1, z2, temperature, normalize, backend)
     z1 = _check_features(z1, "z1")
     z2 = _check_features(z2, "z2")
     _check_pair(z1, "z1", z2, "z2", same_n=True)
@@ -615,6 +645,34 @@ def nt_xent(
         z2, keys, scale, row_pos=idx + first, exclude_offset=second, backend=backend
     )
     return torch.cat([loss1, loss2]).mean()
+
+
+def _grouped_nt_xent(
+    z1: Tensor, z2: Tensor, temperature: float, normalize: bool, backend: str | None
+) -> Tensor:
+    for name, z in (("z1", z1), ("z2", z2)):
+        if not isinstance(z, Tensor) or z.dim() != 3:
+            raise ValueError(
+                f"{name}: grouped NT-Xent expects [G, N, D] tensors, got "
+                f"{getattr(z, 'shape', type(z).__name__)}"
+            )
+        if z.shape[0] == 0:
+            raise ValueError(f"{name}: no groups (G = 0)")
+        _check_features(z[0], name)
+    if z1.shape != z2.shape:
+        raise ValueError(f"z2: shape {tuple(z2.shape)} differs from z1's {tuple(z1.shape)}")
+    _check_pair(z1[0], "z1", z2[0], "z2", same_n=True)
+    scale = _scale_tensor(z1, temperature, None)
+    if normalize:
+        z1, z2 = F.normalize(z1, dim=-1), F.normalize(z2, dim=-1)
+    n = z1.shape[1]
+    idx = torch.arange(n, device=z1.device)
+    local = torch.cat([z1, z2], dim=1)
+    pos = torch.cat([idx + n, idx])
+    loss, _ = softmax_cross_entropy(
+        local, local, scale, row_pos=pos, exclude_offset=0, backend=backend
+    )
+    return loss.mean()
 
 
 def clip_loss(

@@ -186,6 +186,59 @@ def test_opcheck_contrastive_ops():
         torch.library.opcheck(m.contrastive_sigmoid, (q, k[:5], s, b, be))
 
 
+@pytest.mark.parametrize("backend", ["cpu", "reference", "triton"])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
+def test_grouped_nt_xent_is_the_mean_of_per_group_calls(backend, dtype):
+    if backend == "triton" and _backend.unavailable("triton", torch.device("cpu"), "contrastive"):
+        pytest.skip("Triton launchers take CPU tensors only under TRITON_INTERPRET=1")
+    g = gen(11)
+    z1 = (torch.randn(4, 6, 8, generator=g, dtype=torch.float64) / 2).to(dtype).requires_grad_()
+    z2 = (torch.randn(4, 6, 8, generator=g, dtype=torch.float64) / 2).to(dtype).requires_grad_()
+    for normalize in (True, False):
+        got = ops.nt_xent(z1, z2, temperature=0.3, normalize=normalize, backend=backend)
+        per = [
+            ops.nt_xent(z1[i], z2[i], temperature=0.3, normalize=normalize, backend=backend)
+            for i in range(4)
+        ]
+        want = torch.stack(per).mean()
+        torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-7)
+        for a, b in zip(torch.autograd.grad(got, (z1, z2)), torch.autograd.grad(want, (z1, z2))):
+            torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+
+
+def test_grouped_contrastive_ce_gradcheck_opcheck_and_errors():
+    q, k = feats(18, 5, 0).view(3, 6, 5), feats(21, 5, 1).view(3, 7, 5)
+    q, k = q.detach().requires_grad_(), k.detach().requires_grad_()
+    s = scalar(1.5)
+    pos = torch.tensor([2, 0, 4, 1, 3, 4])  # never an excluded pair (j = i + 1)
+    col_pos = torch.tensor([1, 2, 0, 4, 5, 3, 0])  # nor here (i = j - 1)
+    for be in ("cpu", "reference"):
+
+        def rows_and_cols(q, k, s, be=be):
+            r, c = C.softmax_cross_entropy(
+                q, k, s, cols=True, row_pos=pos, col_pos=col_pos, exclude_offset=1, backend=be
+            )
+            return r.sum() + 0.5 * c.sum()
+
+        assert torch.autograd.gradcheck(rows_and_cols, (q, k, s))
+        # each group equals the same problem on its own
+        got = C.softmax_cross_entropy(q, k, s, row_pos=pos, exclude_offset=1, backend=be)[0]
+        for i in range(3):
+            one = C.softmax_cross_entropy(q[i], k[i], s, row_pos=pos, exclude_offset=1, backend=be)
+            torch.testing.assert_close(got[i], one[0])
+        args = (q.float(), k.float(), s.float(), 0, True, pos, col_pos, True, True, be)
+        torch.library.opcheck(torch.ops.pyssl.contrastive_ce, args)
+    z = torch.randn(2, 4, 3)
+    with pytest.raises(ValueError, match="z2: shape"):
+        ops.nt_xent(z, torch.randn(2, 5, 3))
+    with pytest.raises(ValueError, match="z2: grouped"):
+        ops.nt_xent(z, torch.randn(8, 3))
+    with pytest.raises(ValueError, match="z1: no groups"):
+        ops.nt_xent(torch.randn(0, 4, 3), torch.randn(0, 4, 3))
+    with pytest.raises(ValueError, match="gather"):
+        ops.nt_xent(z, z, gather=True)
+
+
 def test_compile_fullgraph_simclr_step():
     torch._dynamo.reset()
     proj = torch.nn.Sequential(torch.nn.Linear(12, 16), torch.nn.ReLU(), torch.nn.Linear(16, 8))
