@@ -321,7 +321,38 @@ def softmax_cross_entropy(
     Grouped: ``q [G, N, D]``, ``k [G, M, D]`` are G independent problems in one call (the
     positions shared by every group), giving ``[G, N]`` / ``[G, M]`` losses; the kernels run
     once per group, without the per-call dispatch cost of G separate calls.
+
+    A positive may not be an excluded pair (``row_pos[i] == i + exclude_offset`` or
+    ``col_pos[j] == j - exclude_offset``): its logit would be subtracted from a log-sum-exp
+    that leaves it out. Checked eagerly (one host read), not under ``torch.compile``.
     """
+    if exclude_offset is not None and _checking_values():
+        for name, pos, shift in (
+            ("row_pos", row_pos, exclude_offset),
+            ("col_pos", col_pos, -exclude_offset),
+        ):
+            if pos is not None:
+                own = torch.arange(pos.shape[0], device=pos.device) + shift
+                if bool((pos == own).any()):
+                    raise ValueError(
+                        f"{name}: a positive is the pair exclude_offset={exclude_offset} removes"
+                    )
+    return _softmax_ce(q, k, scale, rows, cols, row_pos, col_pos, exclude_offset, backend)
+
+
+def _softmax_ce(
+    q: Tensor,
+    k: Tensor,
+    scale: Tensor,
+    rows: bool = True,
+    cols: bool = False,
+    row_pos: Tensor | None = None,
+    col_pos: Tensor | None = None,
+    exclude_offset: int | None = None,
+    backend: str | None = None,
+) -> tuple[Tensor, Tensor]:
+    """:func:`softmax_cross_entropy` without the positives' check (the losses build positives
+    that are never excluded, and a check would read the device on every call)."""
     row_loss, col_loss, _, _ = _ce(
         q,
         k,
@@ -588,7 +619,7 @@ def info_nce(
             raise ValueError(f"labels: on {labels.device}, but query is on {query.device}")
         if _checking_values() and bool(((labels < 0) | (labels >= m)).any()):
             raise ValueError(f"labels: values must lie in [0, {m})")
-    loss, _ = softmax_cross_entropy(query, key, scale, row_pos=labels, backend=backend)
+    loss, _ = _softmax_ce(query, key, scale, row_pos=labels, backend=backend)
     return _reduce(loss, reduction)
 
 
@@ -628,9 +659,7 @@ def nt_xent(
     if not gather:
         local = torch.cat([z1, z2])
         pos = torch.cat([idx + n, idx])  # each view's positive is the other view
-        loss, _ = softmax_cross_entropy(
-            local, local, scale, row_pos=pos, exclude_offset=0, backend=backend
-        )
+        loss, _ = _softmax_ce(local, local, scale, row_pos=pos, exclude_offset=0, backend=backend)
         return loss.mean()
     from pyssl import distributed
 
@@ -638,10 +667,10 @@ def nt_xent(
     keys = torch.cat([distributed.all_gather(z1), distributed.all_gather(z2)])
     first, second = rank * n, world * n + rank * n  # where this process's views sit in keys
     # the self-pair of a first view sits at key first + i, of a second view at second + i
-    loss1, _ = softmax_cross_entropy(
+    loss1, _ = _softmax_ce(
         z1, keys, scale, row_pos=idx + second, exclude_offset=first, backend=backend
     )
-    loss2, _ = softmax_cross_entropy(
+    loss2, _ = _softmax_ce(
         z2, keys, scale, row_pos=idx + first, exclude_offset=second, backend=backend
     )
     return torch.cat([loss1, loss2]).mean()
@@ -669,9 +698,7 @@ def _grouped_nt_xent(
     idx = torch.arange(n, device=z1.device)
     local = torch.cat([z1, z2], dim=1)
     pos = torch.cat([idx + n, idx])
-    loss, _ = softmax_cross_entropy(
-        local, local, scale, row_pos=pos, exclude_offset=0, backend=backend
-    )
+    loss, _ = _softmax_ce(local, local, scale, row_pos=pos, exclude_offset=0, backend=backend)
     return loss.mean()
 
 
@@ -696,7 +723,7 @@ def clip_loss(
     scale = _check_scalar(image, logit_scale, "logit_scale", positive=True)
     idx = torch.arange(image.shape[0], device=image.device)
     if not gather:
-        row, col = softmax_cross_entropy(
+        row, col = _softmax_ce(
             image, text, scale, rows=True, cols=True, row_pos=idx, col_pos=idx, backend=backend
         )
         return (row.mean() + col.mean()) / 2
@@ -704,8 +731,8 @@ def clip_loss(
 
     all_image, all_text = distributed.all_gather(image), distributed.all_gather(text)
     labels = idx + distributed.rank() * image.shape[0]
-    loss_i, _ = softmax_cross_entropy(image, all_text, scale, row_pos=labels, backend=backend)
-    loss_t, _ = softmax_cross_entropy(text, all_image, scale, row_pos=labels, backend=backend)
+    loss_i, _ = _softmax_ce(image, all_text, scale, row_pos=labels, backend=backend)
+    loss_t, _ = _softmax_ce(text, all_image, scale, row_pos=labels, backend=backend)
     return (loss_i.mean() + loss_t.mean()) / 2
 
 
@@ -812,6 +839,6 @@ def moco_loss(
     _check_pair(query, "query", queue, "queue")
     scale = _scale_tensor(query, temperature, None)
     # the positive is not among the queue's rows: log-sum-exp over the queue, then add it
-    lse_neg, _ = softmax_cross_entropy(query, queue.detach(), scale, backend=backend)
+    lse_neg, _ = _softmax_ce(query, queue.detach(), scale, backend=backend)
     pos = scale * _rowdot(query, key)
     return (torch.logaddexp(lse_neg, pos) - pos).mean()

@@ -228,6 +228,13 @@ def test_grouped_contrastive_ce_gradcheck_opcheck_and_errors():
             torch.testing.assert_close(got[i], one[0])
         args = (q.float(), k.float(), s.float(), 0, True, pos, col_pos, True, True, be)
         torch.library.opcheck(torch.ops.pyssl.contrastive_ce, args)
+    # a positive that is the excluded pair: rejected (row i + 1, column j - 1 here)
+    with pytest.raises(ValueError, match="row_pos: a positive is the pair"):
+        C.softmax_cross_entropy(q, k, s, row_pos=torch.tensor([1, 0, 4, 1, 3, 4]), exclude_offset=1)
+    with pytest.raises(ValueError, match="col_pos: a positive is the pair"):
+        C.softmax_cross_entropy(
+            q, k, s, cols=True, col_pos=torch.tensor([1, 0, 0, 0, 0, 0, 0]), exclude_offset=1
+        )
     z = torch.randn(2, 4, 3)
     with pytest.raises(ValueError, match="z2: shape"):
         ops.nt_xent(z, torch.randn(2, 5, 3))
