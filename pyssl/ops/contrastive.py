@@ -72,10 +72,8 @@ def _positive_logits(q: Tensor, k: Tensor, scale: Tensor, pos: Tensor | None, ro
     valid = (pos >= 0) & (pos < (k.shape[-2] if rows else q.shape[-2]))
     safe = torch.where(valid, pos, 0)
     if q.dim() == 3:  # groups: [G, N] dots, the positions shared by every group
-        a, b = (q, k[:, safe]) if rows else (q[:, safe], k)
-        dt = _stat_dtype(q)
-        dots = (a.to(dt) * b.to(dt)).sum(-1)
-        return torch.where(valid, scale.to(dt) * dots, 0)
+        dots = _rowdot(q, k[:, safe]) if rows else _rowdot(q[:, safe], k)
+        return torch.where(valid, scale.to(dots.dtype) * dots, 0)
     dots = torch.empty(pos.shape[0], dtype=_stat_dtype(q), device=q.device)
     # in chunks of rows: the gathered partners and their float32 copies stay a few MiB, not
     # several times the size of q (at N = 2**24 rows of bf16 D = 128 that was 28 GiB)
@@ -108,7 +106,6 @@ def _ce(
         s = scale.to(dt) * (q.to(dt) @ k.to(dt).transpose(-1, -2))
         if has_exclude:
             i, j = _excluded_pairs(q, k, exclude_offset)
-            s = s.clone()
             s[..., i, j] = -float("inf")
         row_lse = torch.logsumexp(s, -1) if rows else s.new_empty(0)
         col_lse = torch.logsumexp(s, -2) if cols else s.new_empty(0)
@@ -552,7 +549,7 @@ def _reduce(loss: Tensor, reduction: str) -> Tensor:
 def _rowdot(a: Tensor, b: Tensor) -> Tensor:
     # dot products of matching rows, accumulated in float32 (float64 for float64)
     dt = _stat_dtype(a)
-    return (a.to(dt) * b.to(dt)).sum(1)
+    return (a.to(dt) * b.to(dt)).sum(-1)
 
 
 # ---------------------------------------------------------------------------------- losses
@@ -647,17 +644,18 @@ def nt_xent(
     if isinstance(z1, Tensor) and z1.dim() == 3:
         if gather:
             raise ValueError("gather: not supported with grouped [G, N, D] inputs")
-        return _grouped_nt_xent(z1, z2, temperature, normalize, backend)
-    z1 = _check_features(z1, "z1")
-    z2 = _check_features(z2, "z2")
-    _check_pair(z1, "z1", z2, "z2", same_n=True)
+        _check_groups(z1, z2)
+    else:
+        z1 = _check_features(z1, "z1")
+        z2 = _check_features(z2, "z2")
+        _check_pair(z1, "z1", z2, "z2", same_n=True)
     scale = _scale_tensor(z1, temperature, None)
     if normalize:
-        z1, z2 = F.normalize(z1, dim=1), F.normalize(z2, dim=1)
-    n = z1.shape[0]
+        z1, z2 = F.normalize(z1, dim=-1), F.normalize(z2, dim=-1)
+    n = z1.shape[-2]
     idx = torch.arange(n, device=z1.device)
     if not gather:
-        local = torch.cat([z1, z2])
+        local = torch.cat([z1, z2], dim=-2)
         pos = torch.cat([idx + n, idx])  # each view's positive is the other view
         loss, _ = _softmax_ce(local, local, scale, row_pos=pos, exclude_offset=0, backend=backend)
         return loss.mean()
@@ -676,9 +674,8 @@ def nt_xent(
     return torch.cat([loss1, loss2]).mean()
 
 
-def _grouped_nt_xent(
-    z1: Tensor, z2: Tensor, temperature: float, normalize: bool, backend: str | None
-) -> Tensor:
+def _check_groups(z1: Tensor, z2: object) -> None:
+    """Grouped NT-Xent inputs: two [G, N, D] tensors of one shape, each group a valid pair."""
     for name, z in (("z1", z1), ("z2", z2)):
         if not isinstance(z, Tensor) or z.dim() != 3:
             raise ValueError(
@@ -688,18 +685,10 @@ def _grouped_nt_xent(
         if z.shape[0] == 0:
             raise ValueError(f"{name}: no groups (G = 0)")
         _check_features(z[0], name)
+    assert isinstance(z2, Tensor)
     if z1.shape != z2.shape:
         raise ValueError(f"z2: shape {tuple(z2.shape)} differs from z1's {tuple(z1.shape)}")
     _check_pair(z1[0], "z1", z2[0], "z2", same_n=True)
-    scale = _scale_tensor(z1, temperature, None)
-    if normalize:
-        z1, z2 = F.normalize(z1, dim=-1), F.normalize(z2, dim=-1)
-    n = z1.shape[1]
-    idx = torch.arange(n, device=z1.device)
-    local = torch.cat([z1, z2], dim=1)
-    pos = torch.cat([idx + n, idx])
-    loss, _ = _softmax_ce(local, local, scale, row_pos=pos, exclude_offset=0, backend=backend)
-    return loss.mean()
 
 
 def clip_loss(
